@@ -1,0 +1,267 @@
+"""Magnitude pruning and its random control, as pure functions on mask pytrees.
+
+The rules, exactly:
+
+* **What a round removes.** ``rate`` is the fraction of the weights *still
+  alive* to remove. In a group of ``n`` alive weights, ``k = floor(rate * n +
+  1/2)`` are removed (round half up). After ``L`` rounds at rate ``p`` a layer
+  of ``n`` weights keeps ``n (1-p)^L`` weights to within one per round.
+* **Ranking.** Alive weights are ranked by ``|w|`` ascending; the ``k``
+  smallest are removed. Ties are broken by position: the weight that comes
+  first (leaf order of ``jax.tree.leaves``, then row-major flat index) is
+  removed first. Exactly ``k`` weights go, never ``k`` plus ties.
+* **Scope.** ``"layerwise"`` ranks and counts within each prunable leaf
+  separately (Frankle & Carbin). ``"global"`` ranks all alive prunable weights
+  of all layers together by raw magnitude (no per-layer normalization) and
+  removes ``k = round(rate * total alive)``.
+* **Per-layer rates.** ``layer_rates={pattern: rate}`` gives the leaves whose
+  path (``"Dense_2/kernel"``) matches the regex ``pattern`` (``re.search``;
+  the first matching pattern wins) their own rate, pruned within the layer. In
+  ``global`` scope those leaves leave the global pool and are pruned layerwise
+  at their own rate; the rest are ranked globally at ``rate``. A pattern that
+  matches no prunable leaf is an error.
+* **No revival.** A pruned weight is never alive again: new masks are
+  ``old_mask & keep``.
+* **Prunable leaves** follow :mod:`lth_jax.masks` (default: ``kernel`` leaves
+  with ``ndim >= 2``); other leaves stay all-alive.
+
+All functions are jittable and vmappable over a leading trial axis (the mask
+is data; ``rate``, ``scope`` and ``layer_rates`` are static).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lth_jax import masks as masks_lib
+
+__all__ = [
+    "magnitude_prune",
+    "random_prune",
+    "random_mask_like",
+    "rate_for_density",
+    "resolve_layer_rates",
+    "check_rate",
+]
+
+SCOPES = ("layerwise", "global")
+
+
+def check_rate(rate, name: str = "rate") -> float:
+    """Validates a pruning rate in ``[0, 1)`` and returns it as a float."""
+    try:
+        r = float(rate)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1), got {rate!r}") from None
+    if not 0.0 <= r < 1.0 or r != r:
+        raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+    return r
+
+
+def resolve_layer_rates(
+    tree, rate: float, layer_rates: Mapping[str, float] | None = None, prunable=None
+) -> list[tuple[float, bool] | None]:
+    """The rate of each leaf, in ``jax.tree.leaves`` order.
+
+    Each entry is ``None`` for a leaf that is not prunable, else ``(rate,
+    own)`` where ``own`` says the rate came from a ``layer_rates`` pattern (such
+    a leaf is always pruned within itself).
+
+    Raises:
+      ValueError: a pattern that matches no prunable leaf, or a rate outside
+        ``[0, 1)``.
+    """
+    rate = check_rate(rate)
+    flags = jax.tree.leaves(masks_lib.prunable_tree(tree, prunable))
+    paths = [p for p, _ in masks_lib.named_leaves(tree)]
+    compiled = [
+        (pattern, re.compile(pattern), check_rate(r, f"layer rate {pattern!r}"))
+        for pattern, r in (layer_rates or {}).items()
+    ]
+    used = set()
+    rates: list[tuple[float, bool] | None] = []
+    for path, f in zip(paths, flags):
+        entry = (rate, False) if f else None
+        if f:
+            for pattern, rx, r in compiled:
+                if rx.search(path):
+                    entry = (r, True)
+                    used.add(pattern)
+                    break
+        rates.append(entry)
+    unused = [p for p, _, _ in compiled if p not in used]
+    if unused:
+        prunable_paths = [p for p, f in zip(paths, flags) if f]
+        raise ValueError(
+            f"layer rate pattern {unused[0]!r} matches no prunable parameter; "
+            f"prunable paths are: {', '.join(prunable_paths)}"
+        )
+    return rates
+
+
+def _num_to_remove(rate: float, alive):
+    return jnp.floor(rate * alive.astype(jnp.float32) + 0.5).astype(jnp.int32)
+
+
+def _prune_by_scores(scores_fn, mask, rate, scope, layer_rates, prunable):
+    """Removes, by ascending score, the number of alive weights the rules give."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    leaves, treedef = jax.tree.flatten(mask)
+    leaves = [jnp.asarray(m, dtype=bool) for m in leaves]
+    rates = resolve_layer_rates(mask, rate, layer_rates, prunable)
+    scores = scores_fn(leaves)
+    out = list(leaves)
+    global_idx = []
+    for i, (m, entry) in enumerate(zip(leaves, rates)):
+        if entry is None:
+            continue
+        r, own = entry
+        if scope == "global" and not own:
+            global_idx.append(i)
+        else:
+            out[i] = _prune_group([m], [scores[i]], r)[0]
+    if global_idx:
+        pruned = _prune_group([leaves[i] for i in global_idx], [scores[i] for i in global_idx], rate)
+        for i, m in zip(global_idx, pruned):
+            out[i] = m
+    return jax.tree.unflatten(treedef, out)
+
+
+def _prune_group(group_masks, group_scores, rate):
+    """Exact top-k removal over a group of leaves ranked together."""
+    sizes = [int(np.size(m)) for m in group_masks]
+    flat_mask = jnp.concatenate([m.reshape(-1) for m in group_masks])
+    flat_scores = jnp.concatenate([s.reshape(-1).astype(jnp.float32) for s in group_scores])
+    alive = jnp.sum(flat_mask, dtype=jnp.int32)
+    k = _num_to_remove(rate, alive)
+    # Dead weights rank last so they are never counted among the k removed.
+    ranked = jnp.where(flat_mask, flat_scores, jnp.inf)
+    order = jnp.argsort(ranked, stable=True)  # ties: lower flat index first
+    rank = jnp.empty_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
+    new_flat = flat_mask & (rank >= k)
+    out, start = [], 0
+    for m, n in zip(group_masks, sizes):
+        out.append(new_flat[start : start + n].reshape(m.shape))
+        start += n
+    return out
+
+
+def magnitude_prune(
+    params,
+    mask,
+    rate: float,
+    scope: str = "layerwise",
+    layer_rates: Mapping[str, float] | None = None,
+    prunable=None,
+):
+    """Removes ``rate`` of the alive prunable weights with the smallest ``|w|``.
+
+    See the module docstring for the exact counting, ranking and tie rules.
+
+    Args:
+      params: trained parameters (a pytree).
+      mask: current mask, a pytree of bools shaped like ``params``.
+      rate: fraction of the alive weights to remove, in ``[0, 1)``.
+      scope: ``"layerwise"`` or ``"global"``.
+      layer_rates: optional ``{regex: rate}`` per-layer overrides.
+      prunable: which leaves are prunable (see :mod:`lth_jax.masks`).
+
+    Returns:
+      The new mask (a subset of ``mask``).
+
+    Raises:
+      ValueError: bad rate or scope, a mask that does not match ``params``, or
+        a ``layer_rates`` pattern that matches no prunable leaf.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from lth_jax import masks
+      >>> params = {"d": {"kernel": jnp.array([[0.1, -3.0], [2.0, -0.5]])}}
+      >>> new = magnitude_prune(params, masks.ones_like(params), rate=0.5)
+      >>> new["d"]["kernel"].tolist()
+      [[False, True], [True, False]]
+    """
+    masks_lib.check_matches(params, mask)
+    p_leaves = jax.tree.leaves(params)
+    return _prune_by_scores(
+        lambda _: [jnp.abs(p) for p in p_leaves], mask, rate, scope, layer_rates, prunable
+    )
+
+
+def random_prune(
+    key,
+    mask,
+    rate: float,
+    scope: str = "layerwise",
+    layer_rates: Mapping[str, float] | None = None,
+    prunable=None,
+):
+    """Like :func:`magnitude_prune` with uniform random scores.
+
+    Removes the same number of weights per layer (``layerwise``, or any layer
+    named in ``layer_rates``) as magnitude pruning would, chosen uniformly at
+    random among the alive ones. In ``global`` scope it removes the same total
+    at random, so per-layer counts follow the layer sizes.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from lth_jax import masks
+      >>> m = random_prune(jax.random.PRNGKey(0), {"kernel": jnp.ones((4, 5), bool)}, 0.2)
+      >>> int(m["kernel"].sum())
+      16
+    """
+
+    def scores(leaves):
+        keys = jax.random.split(key, len(leaves))
+        return [jax.random.uniform(k, m.shape) for k, m in zip(keys, leaves)]
+
+    return _prune_by_scores(scores, mask, rate, scope, layer_rates, prunable)
+
+
+def random_mask_like(key, mask, prunable=None):
+    """A fresh random mask with exactly the per-layer alive counts of ``mask``.
+
+    This is the random-mask control of the lottery-ticket papers: same layerwise
+    sparsity as the ticket, positions drawn uniformly at random (independently
+    of which weights the ticket kept). Non-prunable leaves stay all-alive.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> m = {"kernel": jnp.array([[True, False, False, True]])}
+      >>> int(random_mask_like(jax.random.PRNGKey(1), m)["kernel"].sum())
+      2
+    """
+    flags = jax.tree.leaves(masks_lib.prunable_tree(mask, prunable))
+    leaves, treedef = jax.tree.flatten(mask)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for k, m, f in zip(keys, leaves, flags):
+        m = jnp.asarray(m, dtype=bool)
+        if not f:
+            out.append(m)
+            continue
+        alive = jnp.sum(m, dtype=jnp.int32)
+        rank = jnp.argsort(jnp.argsort(jax.random.uniform(k, (m.size,))))
+        out.append((rank < alive).reshape(m.shape))
+    return jax.tree.unflatten(treedef, out)
+
+
+def rate_for_density(current_density: float, target_density: float) -> float:
+    """The one-shot rate that takes ``current_density`` to ``target_density``.
+
+    Example:
+      >>> round(rate_for_density(1.0, 0.2), 6)
+      0.8
+    """
+    if not 0.0 < target_density <= current_density <= 1.0:
+        raise ValueError(
+            f"target density must be in (0, current density={current_density}], "
+            f"got {target_density!r}"
+        )
+    return 1.0 - target_density / current_density
