@@ -174,16 +174,16 @@ def apply(mask, params):
       >>> apply({"w": jnp.array([True, False])}, {"w": jnp.array([3.0, 4.0])})["w"]
       Array([3., 0.], dtype=float32)
     """
-    return jax.tree.map(lambda m, p: jnp.where(m, p, jnp.zeros((), jnp.result_type(p))), mask, params)
+    return jax.tree.map(
+        lambda m, p: jnp.where(m, p, jnp.zeros((), jnp.result_type(p))), mask, params
+    )
 
 
 def count(mask, prunable: Prunable = None):
     """``(alive, total)`` over the prunable leaves, as int32 arrays."""
     flags = jax.tree.leaves(prunable_tree(mask, prunable))
     leaves = jax.tree.leaves(mask)
-    alive = sum(
-        (jnp.sum(m, dtype=jnp.int32) for m, f in zip(leaves, flags) if f), jnp.int32(0)
-    )
+    alive = sum((jnp.sum(m, dtype=jnp.int32) for m, f in zip(leaves, flags) if f), jnp.int32(0))
     total = sum(int(np.size(m)) for m, f in zip(leaves, flags) if f)
     return alive, jnp.int32(total)
 
@@ -271,8 +271,6 @@ def keep_pruned(inner: optax.GradientTransformation, mask=None) -> optax.Gradien
 def set_mask(state: KeepPrunedState, mask) -> KeepPrunedState:
     """Returns ``state`` with its mask replaced (structure-checked)."""
     if not isinstance(state, KeepPrunedState):
-        raise ValueError(
-            f"set_mask expects the state of keep_pruned, got {type(state).__name__}"
-        )
+        raise ValueError(f"set_mask expects the state of keep_pruned, got {type(state).__name__}")
     check_matches(state.mask, mask)
     return state._replace(mask=jax.tree.map(lambda m: jnp.asarray(m, dtype=bool), mask))

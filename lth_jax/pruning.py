@@ -127,7 +127,9 @@ def _prune_by_scores(scores_fn, mask, rate, scope, layer_rates, prunable):
         else:
             out[i] = _prune_group([m], [scores[i]], r)[0]
     if global_idx:
-        pruned = _prune_group([leaves[i] for i in global_idx], [scores[i] for i in global_idx], rate)
+        pruned = _prune_group(
+            [leaves[i] for i in global_idx], [scores[i] for i in global_idx], rate
+        )
         for i, m in zip(global_idx, pruned):
             out[i] = m
     return jax.tree.unflatten(treedef, out)

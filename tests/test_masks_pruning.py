@@ -141,7 +141,9 @@ def test_layerwise_ranking_equals_per_layer_sort(seed, rate):
 def test_global_ranking_equals_sort_of_all_prunable_magnitudes(seed, rate):
     params = make_params(jax.random.PRNGKey(seed))
     new = pruning.magnitude_prune(params, masks.ones_like(params), rate, scope="global")
-    flat = np.concatenate([np.abs(np.asarray(params[f"Dense_{i}"]["kernel"])).ravel() for i in range(3)])
+    flat = np.concatenate(
+        [np.abs(np.asarray(params[f"Dense_{i}"]["kernel"])).ravel() for i in range(3)]
+    )
     k = int(np.floor(rate * flat.size + 0.5))
     order = np.lexsort((np.arange(flat.size), flat))
     expected = np.ones(flat.size, bool)
@@ -185,9 +187,7 @@ def test_layer_rates_frankle_carbin_output_at_half_rate():
     params = make_params(jax.random.PRNGKey(1), ((100, 50), (50, 40), (40, 10)))
     mask = masks.ones_like(params)
     for scope in ("layerwise", "global"):
-        new = pruning.magnitude_prune(
-            params, mask, 0.2, scope=scope, layer_rates={"Dense_2/": 0.1}
-        )
+        new = pruning.magnitude_prune(params, mask, 0.2, scope=scope, layer_rates={"Dense_2/": 0.1})
         assert int(new["Dense_2"]["kernel"].sum()) == 400 - 40
     new = pruning.magnitude_prune(params, mask, 0.2, layer_rates={"Dense_2/": 0.1})
     assert int(new["Dense_0"]["kernel"].sum()) == 4000
@@ -305,7 +305,9 @@ def test_keep_pruned_new_mask_does_not_recompile():
         mask = pruning.magnitude_prune(params, mask, rate)
         state = masks.set_mask(tx.init(params), mask)
         p, state = step(masks.apply(mask, params), state)
-        assert np.all(np.asarray(p["Dense_0"]["kernel"])[~np.asarray(mask["Dense_0"]["kernel"])] == 0)
+        assert np.all(
+            np.asarray(p["Dense_0"]["kernel"])[~np.asarray(mask["Dense_0"]["kernel"])] == 0
+        )
     assert len(traces) == 1
 
 

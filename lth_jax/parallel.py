@@ -1,0 +1,105 @@
+"""Devices: the mesh the runs are spread over, and multi-host start-up.
+
+Runs (trials x arms) are independent, so the engine splits the run axis over a
+one-dimensional mesh named ``runs``; data are replicated on every device. When
+the number of runs is not a multiple of the number of devices, the batch is
+padded with copies of its first run, whose results are dropped.
+
+On a CPU, JAX sees one device unless ``XLA_FLAGS`` asks for more with
+``--xla_force_host_platform_device_count=N``. :func:`configure_host_devices`
+sets that flag (to the number of cores, at most 8) when the user has not, and
+must run before JAX starts its backend; the ``lth-jax`` command calls it first.
+
+Across machines the engine uses JAX's own multi-host runtime:
+:func:`initialize_distributed` calls ``jax.distributed.initialize`` with the
+coordinator address, process count and process id from the environment
+(``LTH_JAX_COORDINATOR``, ``LTH_JAX_NUM_PROCESSES``, ``LTH_JAX_PROCESS_ID``) or
+lets JAX detect a cluster (SLURM, TPU pods) when ``LTH_JAX_DISTRIBUTED=auto``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["configure_host_devices", "initialize_distributed", "make_mesh", "pad_runs"]
+
+_FLAG = "--xla_force_host_platform_device_count"
+
+
+def configure_host_devices(count: int | None = None) -> int | None:
+    """Asks XLA for ``count`` CPU devices unless ``XLA_FLAGS`` already sets it.
+
+    Returns the count set, or ``None`` when the user's flag was kept. Has an
+    effect only before JAX initializes its backends.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _FLAG in flags:
+        return None
+    if count is None:
+        count = max(1, min(os.cpu_count() or 1, 8))
+    os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
+    return count
+
+
+def initialize_distributed() -> bool:
+    """Starts JAX's multi-process runtime when the environment asks for it.
+
+    Returns ``True`` when ``jax.distributed.initialize`` was called.
+    """
+    import jax
+
+    if os.environ.get("LTH_JAX_DISTRIBUTED", "") == "auto":
+        jax.distributed.initialize()
+        return True
+    addr = os.environ.get("LTH_JAX_COORDINATOR")
+    if not addr:
+        return False
+    if os.environ.get("LTH_JAX_CPU_COLLECTIVES", "gloo"):
+        jax.config.update(
+            "jax_cpu_collectives_implementation", os.environ.get("LTH_JAX_CPU_COLLECTIVES", "gloo")
+        )
+    jax.distributed.initialize(
+        coordinator_address=addr,
+        num_processes=int(os.environ["LTH_JAX_NUM_PROCESSES"]),
+        process_id=int(os.environ["LTH_JAX_PROCESS_ID"]),
+    )
+    return True
+
+
+def make_mesh(num_devices: int = 0):
+    """A 1-D mesh named ``runs`` over ``num_devices`` devices (0: all of them).
+
+    Uses every process's devices in a multi-host run.
+    """
+    import jax
+    from jax.sharding import AxisType, Mesh
+
+    devices = jax.devices()
+    if num_devices:
+        if num_devices > len(devices):
+            raise ValueError(
+                f"num_devices={num_devices} but only {len(devices)} devices are visible"
+            )
+        devices = devices[:num_devices]
+    return Mesh(np.array(devices), ("runs",), axis_types=(AxisType.Auto,))
+
+
+def pad_runs(tree, multiple: int):
+    """Pads the leading (run) axis of every leaf to a multiple of ``multiple``.
+
+    Returns ``(padded_tree, n)`` with ``n`` the original number of runs; the
+    padding repeats run 0.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    n = jax.tree.leaves(tree)[0].shape[0]
+    pad = (-n) % multiple
+    if pad == 0:
+        return tree, n
+    return (
+        jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]), tree),
+        n,
+    )

@@ -1,0 +1,482 @@
+"""Compiled training: many runs of one network as one jitted program.
+
+A *run* is one network being trained: its params (kept masked), batch-norm
+statistics, optimizer state (which holds the mask, see
+:func:`lth_jax.masks.keep_pruned`), data-order and dropout keys. An
+:class:`Engine` trains a batch of runs (trials x arms) together: the batch axis
+is vmapped and sharded over the devices of a mesh; every run of the batch is
+at the same global step, so the learning-rate schedule and the epoch
+boundaries are shared scalars.
+
+One call of the compiled *chunk* function does ``train.eval_every`` steps as a
+``lax.scan`` (data resident on the device, batches gathered from an epoch
+permutation drawn from the run's data key) and then evaluates every run on the
+validation and test sets. Python only loops over chunks (to update the
+progress bar), so a round of ``T`` steps is ``T / eval_every`` calls of one
+compiled program, and a new mask or a new round never recompiles.
+
+Rules stated exactly:
+
+* **Data order.** Step ``s`` uses batch ``s mod E`` of the permutation drawn
+  from ``fold_in(data_key, s // E)`` where ``E = n_train // batch_size``
+  (the remainder of an epoch is dropped). Two runs with the same data key see
+  the same batches.
+* **Dropout.** Step ``s`` uses ``fold_in(dropout_key, s)``.
+* **Learning rate.** Step ``s`` uses ``schedule(s)`` (or ``schedule(fixed)``
+  when a fixed step is given, as fine-tuning does); the optimizer gets it
+  through ``optax.inject_hyperparams``, so the schedule can be replayed from any
+  step (learning-rate rewinding).
+* **Early stopping.** The early-stopping iteration is the eval step with the
+  lowest validation loss (first one on ties), as Frankle & Carbin report; the
+  test accuracy there is reported beside the final one.
+* **Non-finite loss.** A run whose training loss becomes NaN or Inf stops
+  updating from that step on; its ``fail_step`` records the step. Other runs
+  are unaffected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from lth_jax import masks as masks_lib
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "RunState",
+    "Curves",
+    "Engine",
+    "make_schedule",
+    "make_optimizer",
+    "cross_entropy",
+    "early_stop",
+]
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step", "linear")
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+
+def make_schedule(opt, total_steps: int) -> Callable[[Any], Any]:
+    """The learning-rate schedule of an ``optimizer`` config block.
+
+    ``constant``, ``cosine`` (to 0 at ``total_steps``), ``linear`` (to 0) or
+    ``step`` (multiply by ``step_factor`` at each of ``step_boundaries``, given
+    as fractions of ``total_steps``), after ``warmup_steps`` of linear warmup
+    from 0.
+
+    Example:
+      >>> import ml_collections
+      >>> opt = ml_collections.ConfigDict(dict(learning_rate=0.1, schedule="step",
+      ...     warmup_steps=0, step_boundaries=(0.5,), step_factor=0.1))
+      >>> round(float(make_schedule(opt, 100)(60)), 4)
+      0.01
+    """
+    lr = float(opt.learning_rate)
+    warmup = int(opt.get("warmup_steps", 0) or 0)
+    name = opt.get("schedule", "constant")
+    rest = max(total_steps - warmup, 1)
+    if name == "constant":
+        main = optax.constant_schedule(lr)
+    elif name == "cosine":
+        main = optax.cosine_decay_schedule(lr, rest)
+    elif name == "linear":
+        main = optax.linear_schedule(lr, 0.0, rest)
+    elif name == "step":
+        bounds = {
+            max(int(round(float(b) * total_steps)) - warmup, 0): float(opt.get("step_factor", 0.1))
+            for b in opt.get("step_boundaries", ())
+        }
+        main = optax.piecewise_constant_schedule(lr, bounds)
+    else:
+        raise ValueError(f"optimizer.schedule must be one of {SCHEDULES}, got {name!r}")
+    if warmup <= 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+def make_optimizer(opt) -> optax.GradientTransformation:
+    """The optax chain of an ``optimizer`` config block, wrapped to keep masks.
+
+    The chain, in order (each part only when its strength is non-zero)::
+
+        keep_pruned(inject_hyperparams(chain(
+            add_l2(l2),                        # coupled L2: before the optimizer
+            sgd | momentum | adam,             # scaled by the injected learning rate
+            decoupled_weight_decay(wd, lr),    # decoupled: after the optimizer
+            prox_l1(l1, lr),                   # proximal L1: exact zeros
+            max_norm(c),                       # projection: last
+        )))
+
+    ``adamw`` is ``adam`` with ``weight_decay`` decoupled (as above). The learning
+    rate is a hyperparameter set by the engine every step from the schedule.
+    """
+    from lth_jax import regularizers as reg
+
+    name = opt.name
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}")
+
+    def factory(learning_rate):
+        parts = []
+        if opt.get("l2", 0.0):
+            parts.append(reg.add_l2(float(opt.l2)))
+        if name == "sgd":
+            parts.append(optax.sgd(learning_rate))
+        elif name == "momentum":
+            parts.append(
+                optax.sgd(learning_rate, momentum=float(opt.momentum), nesterov=bool(opt.nesterov))
+            )
+        else:
+            parts.append(optax.adam(learning_rate))
+        if opt.get("weight_decay", 0.0):
+            parts.append(reg.decoupled_weight_decay(float(opt.weight_decay), learning_rate))
+        if opt.get("l1", 0.0):
+            parts.append(reg.prox_l1(float(opt.l1), learning_rate))
+        if opt.get("max_norm", 0.0):
+            parts.append(reg.max_norm(float(opt.max_norm)))
+        return optax.chain(*parts)
+
+    return masks_lib.keep_pruned(
+        optax.inject_hyperparams(factory)(learning_rate=float(opt.learning_rate))
+    )
+
+
+def _set_learning_rate(opt_state: masks_lib.KeepPrunedState, lr):
+    inner = opt_state.inner_state
+    hp = dict(inner.hyperparams)
+    hp["learning_rate"] = jnp.asarray(lr, dtype=jnp.result_type(hp["learning_rate"]))
+    return opt_state._replace(inner_state=inner._replace(hyperparams=hp))
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy with integer labels."""
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def early_stop(val_loss, steps):
+    """``(index, step)`` of the minimum validation loss (first on ties).
+
+    NaN losses never win. Works on a 1-D curve.
+
+    Example:
+      >>> early_stop([3.0, 1.0, 1.0, 2.0], [10, 20, 30, 40])
+      (1, 20)
+    """
+    v = np.asarray(val_loss, dtype=np.float64)
+    v = np.where(np.isfinite(v), v, np.inf)
+    i = int(np.argmin(v))
+    return i, int(np.asarray(steps)[i])
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+class RunState(NamedTuple):
+    """The carried state of a batch of runs (every leaf has a leading run axis)."""
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    perm: jax.Array
+    data_key: jax.Array
+    dropout_key: jax.Array
+    fail_step: jax.Array
+
+
+class Curves(NamedTuple):
+    """Evaluation curves, arrays of shape ``(runs, evals)``; ``steps`` is ``(evals,)``."""
+
+    steps: np.ndarray
+    train_loss: np.ndarray
+    val_loss: np.ndarray
+    val_accuracy: np.ndarray
+    test_loss: np.ndarray
+    test_accuracy: np.ndarray
+
+
+def _pad_eval(x, y, batch):
+    n = x.shape[0]
+    batch = min(batch, n)
+    nb = -(-n // batch)
+    pad = nb * batch - n
+    w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    y = np.concatenate([y, np.zeros((pad,), y.dtype)])
+    return (
+        x.reshape(nb, batch, *x.shape[1:]),
+        y.reshape(nb, batch),
+        w.reshape(nb, batch),
+    )
+
+
+@dataclasses.dataclass(eq=False)
+class Engine:
+    """Trains batches of runs of ``model`` on one dataset as compiled chunks.
+
+    Args:
+      model: a flax linen module with ``__call__(x, train)``.
+      dataset: an object with ``train_x, train_y, val_x, val_y, test_x, test_y``
+        numpy arrays (see :func:`lth_jax.data.get_dataset`).
+      optimizer: the ``optimizer`` config block.
+      steps: total training steps ``T`` of a full run (the schedule's length).
+      batch_size: training batch size.
+      eval_every: steps per compiled chunk; evaluation after each chunk.
+      eval_batch_size: evaluation batch size (evaluation is a scan over batches).
+      augment: apply CIFAR-style random crop and flip to training batches.
+      mesh: optional ``jax.sharding.Mesh`` with a ``runs`` axis to spread runs on.
+      progress: show a tqdm bar per training call.
+    """
+
+    model: nn.Module
+    dataset: Any
+    optimizer: Any
+    steps: int
+    batch_size: int
+    eval_every: int
+    eval_batch_size: int = 1000
+    augment: bool = False
+    mesh: Any = None
+    progress: bool = True
+
+    def __post_init__(self):
+        ds = self.dataset
+        self.n_train = int(ds.train_x.shape[0])
+        if self.batch_size > self.n_train:
+            raise ValueError(
+                f"train.batch_size={self.batch_size} is larger than the training set "
+                f"({self.n_train} examples)"
+            )
+        self.steps_per_epoch = self.n_train // self.batch_size
+        self.schedule = make_schedule(self.optimizer, self.steps)
+        self.tx = make_optimizer(self.optimizer)
+        replicated = self._sharding(replicate=True)
+        put = (lambda a: jax.device_put(a, replicated)) if replicated is not None else jnp.asarray
+        ebs = self.eval_batch_size
+        self._data = {
+            "train": (put(ds.train_x), put(ds.train_y.astype(np.int32))),
+            "val": tuple(put(a) for a in _pad_eval(ds.val_x, ds.val_y.astype(np.int32), ebs)),
+            "test": tuple(put(a) for a in _pad_eval(ds.test_x, ds.test_y.astype(np.int32), ebs)),
+        }
+        sample = np.asarray(ds.train_x[:1])
+        self._sample = sample
+        variables = jax.eval_shape(
+            lambda k: self.model.init({"params": k}, sample, train=False), jax.random.PRNGKey(0)
+        )
+        self.has_batch_stats = "batch_stats" in variables
+        # Run-batched outputs are pinned to the runs sharding, so a chunk's output
+        # feeds the next chunk without a new compilation.
+        out = {} if self.mesh is None else {"out_shardings": self._sharding()}
+        self._chunk = jax.jit(self._chunk_impl, donate_argnums=(0,), **out)
+        self._init = jax.jit(jax.vmap(self._init_impl), **out)
+        self._new_runs = jax.jit(jax.vmap(self._new_runs_impl), **out)
+        self.compilations = 0  # times the chunk program was traced
+
+    # ------------------------------------------------------------------ sharding
+    def _sharding(self, replicate=False):
+        if self.mesh is None:
+            return None
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        return NamedSharding(self.mesh, PartitionSpec() if replicate else PartitionSpec("runs"))
+
+    def num_shards(self) -> int:
+        return 1 if self.mesh is None else int(self.mesh.shape["runs"])
+
+    def shard(self, tree):
+        """Places a run-batched tree on the mesh (runs axis split over devices)."""
+        s = self._sharding()
+        return tree if s is None else jax.device_put(tree, s)
+
+    # ------------------------------------------------------------------ init
+    def _init_impl(self, key):
+        variables = self.model.init({"params": key}, self._sample, train=False)
+        return variables["params"], variables.get("batch_stats", {})
+
+    def init(self, keys):
+        """Initial ``(params, batch_stats)`` for a batch of keys ``(R, 2)``."""
+        return self._init(self.shard(keys))
+
+    def _new_runs_impl(self, params, batch_stats, mask, data_key, dropout_key):
+        params = masks_lib.apply(mask, params)
+        opt_state = masks_lib.set_mask(self.tx.init(params), mask)
+        return RunState(
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+            perm=jnp.zeros((self.n_train,), jnp.int32),
+            data_key=data_key,
+            dropout_key=dropout_key,
+            fail_step=jnp.int32(-1),
+        )
+
+    def new_runs(self, params, batch_stats, mask, data_keys, dropout_keys) -> RunState:
+        """Fresh runs: params masked, a fresh optimizer state holding the mask."""
+        return self._new_runs(*self.shard((params, batch_stats, mask, data_keys, dropout_keys)))
+
+    # ------------------------------------------------------------------ the program
+    def _apply(self, params, batch_stats, x, train, rng=None):
+        variables = {"params": params}
+        if self.has_batch_stats:
+            variables["batch_stats"] = batch_stats
+        if train and self.has_batch_stats:
+            logits, upd = self.model.apply(
+                variables, x, train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+            )
+            return logits, upd["batch_stats"]
+        if train:
+            return self.model.apply(variables, x, train=True, rngs={"dropout": rng}), batch_stats
+        return self.model.apply(variables, x, train=False), batch_stats
+
+    def _run_step(self, run: RunState, s, lr, train):
+        train_x, train_y = train
+        spe = self.steps_per_epoch
+        i = s % spe
+        perm = jax.lax.cond(
+            i == 0,
+            lambda: jax.random.permutation(
+                jax.random.fold_in(run.data_key, s // spe), self.n_train
+            ).astype(jnp.int32),
+            lambda: run.perm,
+        )
+        idx = jax.lax.dynamic_slice(perm, (i * self.batch_size,), (self.batch_size,))
+        x, y = train_x[idx], train_y[idx]
+        step_key = jax.random.fold_in(run.dropout_key, s)
+        if self.augment:
+            from lth_jax.data import random_crop_flip
+
+            x = random_crop_flip(jax.random.fold_in(step_key, 1), x)
+
+        def loss_fn(p):
+            logits, bs = self._apply(p, run.batch_stats, x, True, step_key)
+            return cross_entropy(logits, y), bs
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(run.params)
+        opt_state = _set_learning_rate(run.opt_state, lr)
+        updates, opt_state = self.tx.update(grads, opt_state, run.params)
+        new_params = optax.apply_updates(run.params, updates)
+        alive = run.fail_step < 0
+        finite = jnp.isfinite(loss)
+        ok = alive & finite
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        run = run._replace(
+            params=keep(new_params, run.params),
+            batch_stats=keep(batch_stats, run.batch_stats),
+            opt_state=keep(opt_state, run.opt_state),
+            perm=perm,
+            fail_step=jnp.where(alive & ~finite, s, run.fail_step),
+        )
+        return run, loss
+
+    def _evaluate(self, params, batch_stats, split):
+        xs, ys, ws = split
+
+        def body(carry, batch):
+            x, y, w = batch
+            logits, _ = self._apply(params, batch_stats, x, False)
+            losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+            return (carry[0] + jnp.sum(w * losses), carry[1] + jnp.sum(w * correct)), None
+
+        (loss, correct), _ = jax.lax.scan(body, (0.0, 0.0), (xs, ys, ws))
+        n = jnp.sum(ws)
+        return loss / n, correct / n
+
+    def _chunk_impl(self, runs: RunState, s0, fixed_lr_step, data):
+        self.compilations += 1  # runs at trace time only
+        spe = self.steps_per_epoch
+        perm0 = jax.vmap(
+            lambda k: jax.random.permutation(jax.random.fold_in(k, s0 // spe), self.n_train)
+        )(runs.data_key).astype(jnp.int32)
+        runs = runs._replace(perm=perm0)
+
+        def body(runs, s):
+            lr = self.schedule(jnp.where(fixed_lr_step >= 0, fixed_lr_step, s))
+            runs, loss = jax.vmap(self._run_step, in_axes=(0, None, None, None))(
+                runs, s, lr, data["train"]
+            )
+            return runs, loss
+
+        steps = s0 + jnp.arange(self.eval_every, dtype=jnp.int32)
+        runs, losses = jax.lax.scan(body, runs, steps)
+        ev = jax.vmap(self._evaluate, in_axes=(0, 0, None))
+        val_loss, val_acc = ev(runs.params, runs.batch_stats, data["val"])
+        test_loss, test_acc = ev(runs.params, runs.batch_stats, data["test"])
+        return runs, (jnp.mean(losses, axis=0), val_loss, val_acc, test_loss, test_acc)
+
+    # ------------------------------------------------------------------ driver
+    def train(
+        self,
+        runs: RunState,
+        start_step: int,
+        snapshot_step: int | None = None,
+        fixed_lr_step: int | None = None,
+        desc: str = "train",
+    ):
+        """Trains ``runs`` from ``start_step`` to ``self.steps``.
+
+        Args:
+          runs: batched :class:`RunState` (donated: do not reuse it).
+          start_step: global step to start at (a multiple of ``eval_every``).
+          snapshot_step: if given (a multiple of ``eval_every`` in
+            ``[start_step, steps]``), also return copies of ``(params,
+            batch_stats)`` at that step (the rewind point).
+          fixed_lr_step: evaluate the schedule at this step throughout
+            (fine-tuning at the final learning rate).
+          desc: progress-bar label.
+
+        Returns:
+          ``(runs, curves, snapshot)``.
+        """
+        e = self.eval_every
+        if start_step % e or self.steps % e:
+            raise ValueError(
+                f"start step {start_step} and train.steps {self.steps} must be multiples of "
+                f"train.eval_every={e}"
+            )
+        snapshot = None
+        if snapshot_step == start_step:
+            snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
+        fixed = jnp.int32(-1 if fixed_lr_step is None else fixed_lr_step)
+        outs, eval_steps = [], []
+        bar = tqdm(
+            total=self.steps - start_step,
+            desc=desc,
+            disable=not self.progress,
+            leave=False,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        for s0 in range(start_step, self.steps, e):
+            runs, out = self._chunk(runs, jnp.int32(s0), fixed, self._data)
+            outs.append(out)
+            eval_steps.append(s0 + e)
+            if snapshot_step == s0 + e:
+                snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
+            if self.progress:
+                jax.block_until_ready(out[1])
+                bar.set_postfix(val_loss=f"{float(jnp.mean(out[1])):.3f}")
+            bar.update(e)
+        bar.close()
+        outs = jax.device_get(outs)
+        stack = lambda j: np.stack([o[j] for o in outs], axis=1) if outs else np.zeros((0, 0))
+        curves = Curves(
+            steps=np.asarray(eval_steps, np.int64),
+            train_loss=stack(0),
+            val_loss=stack(1),
+            val_accuracy=stack(2),
+            test_loss=stack(3),
+            test_accuracy=stack(4),
+        )
+        return runs, curves, snapshot

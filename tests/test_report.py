@@ -1,0 +1,300 @@
+"""Tests for lth_jax.report: reading metrics.jsonl, summaries, the table and the report files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from lth_jax import report
+
+ARMS = ("ticket", "reinit", "random_mask")
+ROUNDS = 5
+TRIALS = 3
+RATE = 0.2
+
+
+def _density(rnd: int) -> float:
+    return (1 - RATE) ** rnd
+
+
+def _records(seed: int = 0, barrier: bool = True) -> list[dict]:
+    """Records for ROUNDS rounds x ARMS x TRIALS; round 0 only has the ticket arm."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for rnd in range(ROUNDS):
+        for arm in ARMS:
+            if rnd == 0 and arm != "ticket":
+                continue
+            base = {"ticket": 0.97, "reinit": 0.95, "random_mask": 0.94}[arm] - 0.004 * rnd
+            for trial in range(TRIALS):
+                rec = {
+                    "round": rnd,
+                    "arm": arm,
+                    "trial": trial,
+                    "density": _density(rnd),
+                    "final_test_accuracy": float(base + rng.uniform(-0.01, 0.01)),
+                    "best_val_step": int(rng.integers(1000, 5000)),
+                    "test_accuracy_at_best_val": float(base + 0.002 + rng.uniform(-0.01, 0.01)),
+                    "final_test_loss": float(rng.uniform(0.05, 0.2)),
+                    "eval_steps": [0, 1000, 2000],
+                    "val_loss_curve": [2.3, 0.3, 0.2],
+                    "status": "ok",
+                    "wall_time_s": 1.5,
+                }
+                if barrier:
+                    rec["barrier"] = float(rng.uniform(0, 0.05)) if arm == "ticket" else None
+                recs.append(rec)
+    return recs
+
+
+def _write(workdir, records, tail: str | None = None, config: dict | None = None) -> str:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+        if tail is not None:
+            f.write(tail)
+    if config is not None:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(config, f)
+    return str(workdir)
+
+
+def _failed(rnd=2, arm="reinit", trial=1) -> dict:
+    return {
+        "round": rnd,
+        "arm": arm,
+        "trial": trial,
+        "density": _density(rnd),
+        "final_test_accuracy": float("nan"),
+        "best_val_step": 0,
+        "test_accuracy_at_best_val": float("nan"),
+        "status": "nan",
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    recs = _records()
+    # Replace (round 2, reinit, trial 1) by a failed record.
+    recs = [r for r in recs if (r["round"], r["arm"], r["trial"]) != (2, "reinit", 1)]
+    recs.append(_failed())
+    config = {
+        "model": {"name": "lenet300"},
+        "dataset": "mnist",
+        "train_steps": 5000,
+        "lottery": {"num_rounds": ROUNDS - 1, "prune_rate": RATE},
+    }
+    tail = '{"round": 4, "arm": "ticket", "trial": 3, "dens'  # a truncated last line
+    return _write(tmp_path / "exp", recs, tail=tail, config=config)
+
+
+def test_load_ignores_truncated_last_line(workdir):
+    recs = report.load_records(workdir)
+    assert len(recs) == TRIALS + (ROUNDS - 1) * len(ARMS) * TRIALS
+    assert all(r["trial"] < TRIALS for r in recs)
+
+
+def test_load_raises_on_malformed_middle_line(tmp_path):
+    recs = _records()
+    d = tmp_path / "bad"
+    os.makedirs(d)
+    lines = [json.dumps(r) for r in recs]
+    lines.insert(3, '{"round": 0, "arm": ')
+    (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl:4: malformed"):
+        report.load_records(d)
+
+
+def test_load_blank_lines_and_trailing_blank_after_truncation(tmp_path):
+    recs = _records()[:4]
+    d = _write(tmp_path / "x", recs, tail='\n{"round": 1, "arm"\n\n')
+    assert len(report.load_records(d)) == 4
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ValueError, match="no such experiment directory: .*nope"):
+        report.load_records(tmp_path / "nope")
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no metrics.jsonl.*empty"):
+        report.load_records(tmp_path / "empty")
+    (tmp_path / "empty" / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no metrics records"):
+        report.load_records(tmp_path / "empty")
+
+
+def test_summarize_matches_numpy(workdir):
+    recs = report.load_records(workdir)
+    rows = report.summarize(recs)
+    # Sorted by round then first appearance of the arm.
+    assert [(r["round"], r["arm"]) for r in rows] == [(0, "ticket")] + [
+        (rnd, arm) for rnd in range(1, ROUNDS) for arm in ARMS
+    ]
+    for row in rows:
+        group = [r for r in recs if r["round"] == row["round"] and r["arm"] == row["arm"]]
+        ok = [r for r in group if r["status"] == "ok"]
+        assert row["n"] == len(ok)
+        assert row["n_failed"] == len(group) - len(ok)
+        assert row["density"] == pytest.approx(_density(row["round"]))
+        for key in ("final_test_accuracy", "test_accuracy_at_best_val", "best_val_step"):
+            a = np.array([r[key] for r in ok], dtype=np.float64)
+            assert row[f"{key}_mean"] == np.mean(a)
+            assert row[f"{key}_std"] == np.std(a, ddof=1)
+            assert row[f"{key}_min"] == np.min(a)
+            assert row[f"{key}_max"] == np.max(a)
+        b = [r["barrier"] for r in ok if r.get("barrier") is not None]
+        if b:
+            assert row["barrier_mean"] == np.mean(b)
+            assert row["barrier_n"] == len(b)
+        else:
+            assert row["barrier_mean"] is None and row["barrier_n"] == 0
+
+
+def test_failed_record_excluded(workdir):
+    rows = report.summarize(report.load_records(workdir))
+    row = next(r for r in rows if (r["round"], r["arm"]) == (2, "reinit"))
+    assert row["n"] == 2 and row["n_failed"] == 1
+    assert row["trials"] == [0, 2] and row["failed_trials"] == [1]
+    assert math.isfinite(row["final_test_accuracy_mean"])
+    table = report.format_table(rows)
+    line = next(
+        ln for ln in table.splitlines() if "| reinit" in ln and ln.split("|")[1].strip() == "2"
+    )
+    assert "2 (1 failed)" in line
+
+
+def test_all_failed_and_single_trial(tmp_path):
+    recs = [_failed(rnd=1, arm="ticket", trial=t) for t in range(2)]
+    ok = _records()[0]
+    recs.append(ok)
+    rows = report.summarize(recs)
+    assert rows[0]["round"] == 0 and rows[0]["n"] == 1 and rows[0]["final_test_accuracy_std"] == 0.0
+    assert rows[1]["n"] == 0 and rows[1]["n_failed"] == 2
+    assert math.isnan(rows[1]["final_test_accuracy_mean"])
+    table = report.format_table(rows)
+    assert "failed" in table.splitlines()[-1]
+    # A non-finite accuracy with no status is failed too; "ok" status is the default.
+    rows = report.summarize(
+        [{**ok, "status": None}, {**ok, "trial": 1, "final_test_accuracy": None}]
+    )
+    assert rows[0]["n"] == 1 and rows[0]["n_failed"] == 1
+
+
+def test_later_duplicate_wins():
+    recs = _records()[:2]
+    dup = {**recs[0], "final_test_accuracy": 0.5}
+    rows = report.summarize([*recs, dup])
+    assert rows[0]["n"] == 2
+    assert rows[0]["final_test_accuracy_mean"] == np.mean([0.5, recs[1]["final_test_accuracy"]])
+
+
+def test_format_density():
+    pct = [report.format_density(_density(k)) for k in (0, 1, 3, 6, 9, 15, 22)]
+    assert pct == ["100", "80", "51.2", "26.2", "13.4", "3.5", "0.74"]
+
+
+def test_format_table(workdir):
+    rows = report.summarize(report.load_records(workdir))
+    table = report.format_table(rows)
+    lines = table.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == list(report.TABLE_COLUMNS)
+    assert set(lines[1]) <= set("|-:")
+    assert len(lines) == 2 + len(rows)
+    assert len({len(ln) for ln in lines}) == 1  # columns line up in a terminal
+    for arm in ARMS:
+        assert f" {arm} " in table
+    for k in range(ROUNDS):
+        assert f" {report.format_density(_density(k))} |" in table
+    ticket0 = rows[0]
+    expected = (
+        f"{100 * ticket0['final_test_accuracy_mean']:.2f} ± "
+        f"{100 * ticket0['final_test_accuracy_std']:.2f}"
+    )
+    assert expected in lines[2]
+    no_barrier = report.format_table(report.summarize(_records(barrier=False)))
+    assert "barrier" not in no_barrier
+
+
+def test_write_report_single(workdir):
+    text = report.write_report([workdir])
+    md = open(os.path.join(workdir, "report.md")).read()
+    assert text in md
+    assert "lenet300" in md and "mnist" in md and "5000" in md and "prune rate: 0.2" in md
+    assert "report.png" in md
+    for pct in ("100", "80", "64", "51.2", "41"):
+        assert f" {pct} |" in text
+    _check_png(os.path.join(workdir, "report.png"))
+
+
+def test_write_report_out_dir_and_title(workdir, tmp_path):
+    out = tmp_path / "out"
+    report.write_report(workdir, out_dir=out, title="My run")
+    assert (out / "report.png").exists() and (out / "report.md").exists()
+    assert open(out / "report.md").read().startswith("# My run")
+    assert not os.path.exists(os.path.join(workdir, "report.md"))
+
+
+def test_write_report_multi(workdir, tmp_path):
+    other = _write(tmp_path / "other", _records(seed=1, barrier=False))
+    text = report.write_report([workdir, other])
+    assert "exp:" in text and "other:" in text
+    pngs = [
+        p for d in (workdir, other) for p in os.listdir(d) if p.endswith(".png")
+    ]  # one plot, in the first workdir
+    assert pngs == ["report.png"]
+    _check_png(os.path.join(workdir, "report.png"))
+    md = open(os.path.join(workdir, "report.md")).read()
+    assert "## exp" in md and "## other" in md
+    assert md.count("| round |") == 2
+
+
+def test_main_report(workdir, capsys):
+    assert report.main_report([workdir]) == 0
+    out = capsys.readouterr().out
+    assert "ticket" in out and "report.png" in out
+
+
+def test_main_report_errors(tmp_path):
+    missing = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match="missing") as e:
+        report.main_report([missing])
+    assert "\n" not in str(e.value)
+    os.makedirs(tmp_path / "nometrics")
+    with pytest.raises(ValueError, match="nometrics"):
+        report.main_report([str(tmp_path / "nometrics")])
+    with pytest.raises(ValueError):
+        report.main_report([])
+
+
+def test_labels_unique():
+    assert report._labels(["/a/run", "/b/run"]) == ["a/run", "b/run"]
+    assert report._labels(["/a/x", "/a/y"]) == ["x", "y"]
+
+
+def test_config_summary():
+    line = report.config_summary(
+        {"model": "cnn", "data": {"name": "cifar10"}, "num_steps": 100, "eval": {"steps": 5}}
+    )
+    assert line == "model: cnn · dataset: cifar10 · steps: 100"
+    assert report.config_summary({}) == ""
+
+
+def _check_png(path):
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 600
+
+
+def test_write_report_rejects_file_and_all_failed_plots(tmp_path, workdir):
+    with pytest.raises(ValueError, match="no such experiment directory: .*metrics.jsonl"):
+        report.write_report([os.path.join(workdir, "metrics.jsonl")])
+    d = _write(tmp_path / "allfail", [_failed(rnd=r, arm="ticket", trial=0) for r in range(3)])
+    text = report.write_report(d)
+    assert text.count("0 (1 failed)") == 3
+    _check_png(os.path.join(d, "report.png"))
