@@ -1,30 +1,40 @@
-"""Checkpoints through orbax: one per finished IMP round, plus metrics files.
+"""Checkpoints through orbax: one per finished IMP round, mid-round ones, metrics files.
 
 Layout of a workdir::
 
-    config.json          the resolved config of the run
-    metrics.jsonl        one JSON object per (round, arm, trial), finished rounds only
-    timing.jsonl         wall-clock seconds per round (kept apart: it differs run to run)
-    checkpoints/<r>/     orbax checkpoint of round r: arrays under ``state``,
-                         JSON under ``meta`` (round, every record so far)
+    config.json             the resolved config of the run
+    metrics.jsonl           one JSON object per (round, arm, trial), finished rounds only
+    timing.jsonl            wall-clock seconds per round (kept apart: it differs run to run)
+    checkpoints/<r>/        orbax checkpoint of round r: arrays under ``state``, JSON
+                            under ``meta`` (round, every record so far), SHA-256 digests
+                            of both under ``digest``
+    checkpoints/partial/<i>/  mid-round checkpoints of the round in progress (engine state,
+                            evaluation curves so far), ``i = round * 10**9 + step``
 
 Guarantees:
 
-* A checkpoint is written by orbax to a temporary directory and renamed when
-  complete, so a process killed mid-write leaves no directory that reads as
-  finished; :meth:`RoundCheckpointer.restore_latest` only sees finished ones.
-* ``metrics.jsonl`` is rewritten whole from the newest restorable checkpoint
-  (write to a temporary file, flush, fsync, ``os.replace``): it never holds a
-  partial line or a round whose checkpoint is missing.
+* A checkpoint is written by orbax to a temporary directory
+  (``<name>.orbax-checkpoint-tmp-*``) and renamed when complete, so a process
+  killed mid-write leaves no directory that reads as finished; leftover
+  temporary directories are removed when the checkpointer opens.
+* Every checkpoint carries SHA-256 digests of its arrays and of its JSON; a
+  checkpoint whose bytes changed (a flipped bit, a truncated or missing file)
+  is refused even where orbax itself would read it without complaint.
+* ``metrics.jsonl`` and ``config.json`` are rewritten whole (write to a
+  temporary file, flush, fsync, ``os.replace``): they never hold a partial line.
 * If the newest checkpoint cannot be read, a warning names it, it is moved
-  aside to ``checkpoints/<r>.corrupt-<n>`` (never deleted) and the previous one
-  is used.
+  aside to ``<name>.corrupt-<n>`` (never deleted) and the previous one is used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import hashlib
 import json
+import logging
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -32,18 +42,64 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["RoundCheckpointer", "write_jsonl_atomic", "append_jsonl", "read_jsonl"]
+from lth_jax.parallel import to_host
+
+__all__ = [
+    "RoundCheckpointer",
+    "CorruptCheckpointError",
+    "tree_digest",
+    "write_jsonl_atomic",
+    "write_json_atomic",
+    "append_jsonl",
+    "read_jsonl",
+    "remove_stale_tmp_files",
+]
+
+PARTIAL = "partial"
+#: Mid-round checkpoint ids are ``round * PARTIAL_STRIDE + step``.
+PARTIAL_STRIDE = 10**9
+_TMP_MARK = ".orbax-checkpoint-tmp"
+_DELETING = ".deleting"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint exists but its contents are not what was written."""
+
+
+# ----------------------------------------------------------------------------- small files
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def write_jsonl_atomic(path: str, records: list[dict]) -> None:
     """Writes ``records`` as JSON lines to ``path`` atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        for r in records:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes ``obj`` as indented JSON to ``path`` atomically."""
+    _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def append_jsonl(path: str, record: dict) -> None:
@@ -71,16 +127,64 @@ def read_jsonl(path: str) -> list[dict]:
     return out
 
 
-class RoundCheckpointer:
-    """Saves and restores the state of each finished round.
+def remove_stale_tmp_files(directory: str) -> None:
+    """Removes ``*.tmp-<pid>`` files that a killed process left in ``directory``."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        head, sep, pid = name.rpartition(".tmp-")
+        if sep and head and pid.isdigit() and int(pid) != os.getpid():
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(directory, name))
 
-    Args:
-      directory: the ``checkpoints/`` directory (created if missing).
-      max_to_keep: keep only this many newest rounds (``None``: keep all).
-    """
 
-    def __init__(self, directory: str, max_to_keep: int | None = None):
-        self.directory = os.path.abspath(directory)
+# ----------------------------------------------------------------------------- digests
+
+
+def tree_digest(tree: Any) -> str:
+    """SHA-256 of a pytree of arrays: every leaf's path, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(f"|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _json_digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Keeps orbax/tensorstore/asyncio from logging tracebacks for a corrupt read."""
+    loggers = [logging.getLogger(n) for n in ("absl", "asyncio")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        gc.collect()  # "Task exception was never retrieved" is logged when tasks are collected
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------- checkpointer
+
+
+class _Store:
+    """One orbax CheckpointManager over a directory of numbered checkpoints."""
+
+    def __init__(self, directory: str, max_to_keep: int | None):
+        self.directory = directory
         self._max_to_keep = max_to_keep
         self._open()
 
@@ -91,33 +195,112 @@ class RoundCheckpointer:
                 create=True,
                 max_to_keep=self._max_to_keep,
                 enable_async_checkpointing=False,
+                cleanup_tmp_directories=True,
             ),
         )
+        if jax.process_index() == 0:
+            for name in os.listdir(self.directory):
+                if name.endswith(_DELETING):
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
-    def rounds(self) -> list[int]:
-        """Finished rounds on disk, ascending."""
+    def steps(self) -> list[int]:
         self._mgr.reload()
         return sorted(self._mgr.all_steps())
 
-    def save(self, round_: int, state: Any, meta: dict) -> None:
-        """Saves ``state`` (a pytree of arrays) and ``meta`` (JSON) for ``round_``."""
-        state = jax.device_get(state)
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        state = to_host(state)  # gathered from every process when multi-host
+        meta = json.loads(json.dumps(meta))  # plain JSON types, as they will read back
+        digest = {"state": tree_digest(state), "meta": _json_digest(meta)}
         self._mgr.save(
-            round_,
+            step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                state=ocp.args.StandardSave(state),
+                meta=ocp.args.JsonSave(meta),
+                digest=ocp.args.JsonSave(digest),
             ),
             force=True,
         )
         self._mgr.wait_until_finished()
 
-    def restore(self, round_: int) -> tuple[Any, dict]:
-        out = self._mgr.restore(
-            round_,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
-        )
+    def restore(self, step: int) -> tuple[Any, dict]:
+        has_digest = os.path.isdir(os.path.join(self.directory, str(step), "digest"))
+        items = dict(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        if has_digest:
+            items["digest"] = ocp.args.JsonRestore()
+        with _quiet_orbax():
+            out = self._mgr.restore(step, args=ocp.args.Composite(**items))
         state = jax.tree.map(np.asarray, out["state"])
-        return state, dict(out["meta"])
+        meta = dict(out["meta"])
+        if has_digest:  # checkpoints written before digests existed are read unchecked
+            digest = dict(out["digest"])
+            if digest.get("state") != tree_digest(state):
+                raise CorruptCheckpointError("the arrays do not match their SHA-256 digest")
+            if digest.get("meta") != _json_digest(meta):
+                raise CorruptCheckpointError("the metadata does not match its SHA-256 digest")
+        return state, meta
+
+    def delete(self, step: int) -> None:
+        """Removes a checkpoint: renamed first (atomic), then deleted."""
+        if jax.process_index() == 0:
+            src = os.path.join(self.directory, str(step))
+            if os.path.isdir(src):
+                dst = src + _DELETING
+                os.replace(src, dst)
+                shutil.rmtree(dst, ignore_errors=True)
+        self._mgr.reload()
+
+    def move_aside(self, step: int) -> str:
+        src = os.path.join(self.directory, str(step))
+        n = 0
+        while os.path.exists(f"{src}.corrupt-{n}"):
+            n += 1
+        dst = f"{src}.corrupt-{n}"
+        if jax.process_index() == 0:
+            os.replace(src, dst)
+        self._mgr.close()
+        self._open()
+        return dst
+
+    def close(self) -> None:
+        self._mgr.close()
+
+
+class RoundCheckpointer:
+    """Saves and restores the state of each finished round, and of the round in progress.
+
+    Args:
+      directory: the ``checkpoints/`` directory (created if missing).
+      max_to_keep: keep only this many newest rounds (``None``: keep all).
+      max_partials: mid-round checkpoints kept (the newest ones of the round in
+        progress; one older than the newest is the fallback if it is unreadable).
+    """
+
+    def __init__(self, directory: str, max_to_keep: int | None = None, max_partials: int = 2):
+        self.directory = os.path.abspath(directory)
+        self._rounds = _Store(self.directory, max_to_keep)
+        self._max_partials = max_partials
+        self._partials: _Store | None = None
+
+    # ------------------------------------------------------------------ rounds
+    def rounds(self) -> list[int]:
+        """Finished rounds on disk, ascending."""
+        return self._rounds.steps()
+
+    def save(self, round_: int, state: Any, meta: dict) -> None:
+        """Saves ``state`` (a pytree of arrays) and ``meta`` (JSON) for ``round_``."""
+        self._rounds.save(round_, state, meta)
+
+    def restore(self, round_: int) -> tuple[Any, dict]:
+        """``(state, meta)`` of ``round_`` (numpy arrays).
+
+        Raises:
+          CorruptCheckpointError: the contents do not match their digests (orbax
+            errors propagate as they are).
+        """
+        state, meta = self._rounds.restore(round_)
+        if int(meta.get("round", -1)) != round_:
+            raise CorruptCheckpointError(f"its metadata names round {meta.get('round')!r}")
+        return state, meta
 
     def restore_latest(self) -> tuple[int, Any, dict] | None:
         """The newest round that can be read, or ``None`` if there is none.
@@ -127,29 +310,75 @@ class RoundCheckpointer:
         for r in reversed(self.rounds()):
             try:
                 state, meta = self.restore(r)
-                if int(meta.get("round", -1)) != r:
-                    raise ValueError(f"metadata names round {meta.get('round')!r}")
                 return r, state, meta
             except Exception as e:  # noqa: BLE001 - any failure to read means corrupt
-                aside = self._move_aside(r)
-                print(
-                    f"warning: checkpoint of round {r} cannot be read ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0] if str(e) else ''}); moved to {aside}; "
-                    "falling back to the previous round",
-                    file=sys.stderr,
+                aside = self._rounds.move_aside(r)
+                _warn(
+                    f"checkpoint of round {r} cannot be read ({_short(e)}); moved to {aside}; "
+                    "falling back to the previous round"
                 )
         return None
 
-    def _move_aside(self, r: int) -> str:
-        src = os.path.join(self.directory, str(r))
-        n = 0
-        while os.path.exists(f"{src}.corrupt-{n}"):
-            n += 1
-        dst = f"{src}.corrupt-{n}"
-        os.replace(src, dst)
-        self._mgr.close()
-        self._open()
-        return dst
+    # ------------------------------------------------------------------ mid-round
+    def _partial_store(self) -> _Store:
+        if self._partials is None:
+            self._partials = _Store(os.path.join(self.directory, PARTIAL), self._max_partials)
+        return self._partials
+
+    def _partial_ids(self) -> list[int]:
+        if self._partials is None and not os.path.isdir(os.path.join(self.directory, PARTIAL)):
+            return []
+        return self._partial_store().steps()
+
+    def save_partial(self, round_: int, step: int, state: Any, meta: dict) -> None:
+        """Saves the state of round ``round_`` after ``step`` steps of it."""
+        meta = {**meta, "round": round_, "step": step}
+        self._partial_store().save(round_ * PARTIAL_STRIDE + step, state, meta)
+
+    def restore_partial(self, round_: int) -> tuple[int, Any, dict] | None:
+        """``(step, state, meta)`` of the newest readable mid-round checkpoint of ``round_``.
+
+        Mid-round checkpoints of other rounds are deleted (a finished round no
+        longer needs them; those of a later round depend on a round whose
+        checkpoint was unreadable). Unreadable ones are reported and moved aside.
+        """
+        store = None
+        for i in reversed(self._partial_ids()):
+            store = self._partial_store()
+            r, step = divmod(i, PARTIAL_STRIDE)
+            if r != round_:
+                if r > round_:
+                    _warn(
+                        f"discarding the mid-round checkpoint of round {r} at step {step}: "
+                        f"it continues a round {r - 1} that is being redone"
+                    )
+                store.delete(i)
+                continue
+            try:
+                state, meta = store.restore(i)
+                if (int(meta.get("round", -1)), int(meta.get("step", -1))) != (r, step):
+                    raise CorruptCheckpointError(
+                        f"its metadata names round {meta.get('round')!r}, step {meta.get('step')!r}"
+                    )
+                return step, state, meta
+            except Exception as e:  # noqa: BLE001 - any failure to read means corrupt
+                aside = store.move_aside(i)
+                _warn(
+                    f"mid-round checkpoint of round {r} at step {step} cannot be read "
+                    f"({_short(e)}); moved to {aside}; falling back to an earlier one"
+                )
+        return None
+
+    def clear_partials(self) -> None:
+        """Deletes every mid-round checkpoint (called once a round is saved)."""
+        for i in self._partial_ids():
+            self._partial_store().delete(i)
 
     def close(self) -> None:
-        self._mgr.close()
+        self._rounds.close()
+        if self._partials is not None:
+            self._partials.close()
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)

@@ -54,6 +54,7 @@ __all__ = [
     "apply",
     "density",
     "layer_density",
+    "layer_alive",
     "count",
     "check_matches",
     "keep_pruned",
@@ -213,6 +214,20 @@ def layer_density(mask, prunable: Prunable = None) -> dict[str, Any]:
         path: jnp.mean(m.astype(jnp.float32))
         for (path, m), f in zip(named_leaves(mask), flags)
         if f
+    }
+
+
+def layer_alive(mask, prunable: Prunable = None) -> dict[str, Any]:
+    """``{path: number of alive weights}`` (int32) for each prunable leaf.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> layer_alive({"d": {"kernel": jnp.array([[True, False]])}})
+      {'d/kernel': Array(1, dtype=int32)}
+    """
+    flags = jax.tree.leaves(prunable_tree(mask, prunable))
+    return {
+        path: jnp.sum(m, dtype=jnp.int32) for (path, m), f in zip(named_leaves(mask), flags) if f
     }
 
 

@@ -103,3 +103,14 @@ def pad_runs(tree, multiple: int):
         jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]), tree),
         n,
     )
+
+
+def to_host(tree):
+    """Numpy copies of every leaf, gathered from all processes in a multi-host run."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)

@@ -48,6 +48,7 @@ import optax
 from tqdm.auto import tqdm
 
 from lth_jax import masks as masks_lib
+from lth_jax.parallel import to_host
 
 __all__ = [
     "OPTIMIZERS",
@@ -306,7 +307,11 @@ class Engine:
 
     def init(self, keys):
         """Initial ``(params, batch_stats)`` for a batch of keys ``(R, 2)``."""
-        return self._init(self.shard(keys))
+        from lth_jax.parallel import pad_runs
+
+        padded, n = pad_runs(keys, self.num_shards())
+        out = self._init(self.shard(padded))
+        return out if n == padded.shape[0] else jax.tree.map(lambda a: a[:n], out)
 
     def _new_runs_impl(self, params, batch_stats, mask, data_key, dropout_key):
         params = masks_lib.apply(mask, params)
@@ -393,27 +398,44 @@ class Engine:
         n = jnp.sum(ws)
         return loss / n, correct / n
 
-    def _chunk_impl(self, runs: RunState, s0, fixed_lr_step, data):
-        self.compilations += 1  # runs at trace time only
+    def _run_chunk(self, run: RunState, s0, fixed_lr_step, data):
+        """One run: ``eval_every`` steps from ``s0`` as a scan, then evaluation."""
         spe = self.steps_per_epoch
-        perm0 = jax.vmap(
-            lambda k: jax.random.permutation(jax.random.fold_in(k, s0 // spe), self.n_train)
-        )(runs.data_key).astype(jnp.int32)
-        runs = runs._replace(perm=perm0)
+        perm0 = jax.random.permutation(jax.random.fold_in(run.data_key, s0 // spe), self.n_train)
+        run = run._replace(perm=perm0.astype(jnp.int32))
 
-        def body(runs, s):
+        def body(run, s):
             lr = self.schedule(jnp.where(fixed_lr_step >= 0, fixed_lr_step, s))
-            runs, loss = jax.vmap(self._run_step, in_axes=(0, None, None, None))(
-                runs, s, lr, data["train"]
-            )
-            return runs, loss
+            return self._run_step(run, s, lr, data["train"])
 
         steps = s0 + jnp.arange(self.eval_every, dtype=jnp.int32)
-        runs, losses = jax.lax.scan(body, runs, steps)
-        ev = jax.vmap(self._evaluate, in_axes=(0, 0, None))
-        val_loss, val_acc = ev(runs.params, runs.batch_stats, data["val"])
-        test_loss, test_acc = ev(runs.params, runs.batch_stats, data["test"])
-        return runs, (jnp.mean(losses, axis=0), val_loss, val_acc, test_loss, test_acc)
+        run, losses = jax.lax.scan(body, run, steps)
+        val_loss, val_acc = self._evaluate(run.params, run.batch_stats, data["val"])
+        test_loss, test_acc = self._evaluate(run.params, run.batch_stats, data["test"])
+        return run, (jnp.mean(losses), val_loss, val_acc, test_loss, test_acc)
+
+    def _chunk_impl(self, runs: RunState, s0, fixed_lr_step, data):
+        """All runs: split over the devices, one after another within a device.
+
+        Each run is computed by the same unbatched program whatever the number of
+        runs or devices, so results are bit-identical on 1 or N devices.
+        """
+        self.compilations += 1  # runs at trace time only
+
+        def local(runs, s0, fixed_lr_step, data):
+            return jax.lax.map(lambda run: self._run_chunk(run, s0, fixed_lr_step, data), runs)
+
+        if self.mesh is None:
+            return local(runs, s0, fixed_lr_step, data)
+        from jax.sharding import PartitionSpec as P
+
+        return jax.shard_map(
+            local,
+            mesh=self.mesh,
+            in_specs=(P("runs"), P(), P(), P()),
+            out_specs=(P("runs"), P("runs")),
+            check_vma=False,
+        )(runs, s0, fixed_lr_step, data)
 
     # ------------------------------------------------------------------ driver
     def train(
@@ -423,6 +445,8 @@ class Engine:
         snapshot_step: int | None = None,
         fixed_lr_step: int | None = None,
         desc: str = "train",
+        on_chunk: Callable[..., Any] | None = None,
+        resume: tuple[int, list, Any] | None = None,
     ):
         """Trains ``runs`` from ``start_step`` to ``self.steps``.
 
@@ -435,6 +459,16 @@ class Engine:
           fixed_lr_step: evaluate the schedule at this step throughout
             (fine-tuning at the final learning rate).
           desc: progress-bar label.
+          on_chunk: optional ``on_chunk(step, runs, outs, snapshot)``, called
+            after every chunk with the global step reached, the current runs,
+            the evaluation outputs so far (one tuple of per-run arrays per
+            chunk) and the snapshot so far (or ``None``). ``runs`` is donated to
+            the next chunk, so read it (e.g. to save it) before returning. It
+            may raise to stop training (a checkpoint-and-exit on a signal).
+          resume: ``(step, outs, snapshot)`` as ``on_chunk`` saw them, with
+            ``runs`` the runs at that ``step``: continues an earlier call from
+            there. Data order and dropout keys are folded from the global step,
+            so the result is bit for bit the uninterrupted call's.
 
         Returns:
           ``(runs, curves, snapshot)``.
@@ -446,30 +480,49 @@ class Engine:
                 f"train.eval_every={e}"
             )
         snapshot = None
-        if snapshot_step == start_step:
+        outs, eval_steps = [], []
+        first = start_step
+        if resume is not None:
+            first, outs, snapshot = int(resume[0]), list(resume[1]), resume[2]
+            if first % e or not start_step < first <= self.steps:
+                raise ValueError(
+                    f"cannot resume at step {first}: it must be a multiple of "
+                    f"train.eval_every={e} in ({start_step}, {self.steps}]"
+                )
+            if len(outs) != (first - start_step) // e:
+                raise ValueError(
+                    f"cannot resume at step {first}: {len(outs)} evaluations given, "
+                    f"{(first - start_step) // e} expected"
+                )
+            eval_steps = list(range(start_step + e, first + 1, e))
+        elif snapshot_step == start_step:
             snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
         fixed = jnp.int32(-1 if fixed_lr_step is None else fixed_lr_step)
-        outs, eval_steps = [], []
         bar = tqdm(
             total=self.steps - start_step,
+            initial=first - start_step,
             desc=desc,
             disable=not self.progress,
             leave=False,
             unit="step",
             dynamic_ncols=True,
         )
-        for s0 in range(start_step, self.steps, e):
-            runs, out = self._chunk(runs, jnp.int32(s0), fixed, self._data)
-            outs.append(out)
-            eval_steps.append(s0 + e)
-            if snapshot_step == s0 + e:
-                snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
-            if self.progress:
-                jax.block_until_ready(out[1])
-                bar.set_postfix(val_loss=f"{float(jnp.mean(out[1])):.3f}")
-            bar.update(e)
-        bar.close()
-        outs = jax.device_get(outs)
+        try:
+            for s0 in range(first, self.steps, e):
+                runs, out = self._chunk(runs, jnp.int32(s0), fixed, self._data)
+                outs.append(out)
+                eval_steps.append(s0 + e)
+                if snapshot_step == s0 + e:
+                    snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
+                if self.progress:
+                    jax.block_until_ready(out[1])
+                    bar.set_postfix(val_loss=f"{float(jnp.mean(out[1])):.3f}")
+                bar.update(e)
+                if on_chunk is not None:
+                    on_chunk(s0 + e, runs, outs, snapshot)
+        finally:
+            bar.close()
+        outs = to_host(outs)
         stack = lambda j: np.stack([o[j] for o in outs], axis=1) if outs else np.zeros((0, 0))
         curves = Curves(
             steps=np.asarray(eval_steps, np.int64),
