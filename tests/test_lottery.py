@@ -208,7 +208,9 @@ MULTIHOST = r"""
 import os, sys, json
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
-jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+jax.distributed.initialize(
+    coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2])
+)
 sys.path.insert(0, sys.argv[4])
 from test_lottery import tiny_config
 from lth_jax import lottery
