@@ -16,10 +16,26 @@ from __future__ import annotations
 
 import ml_collections
 
-__all__ = ["base_config", "default_config", "get_config", "HARMLESS_KEYS"]
+__all__ = [
+    "base_config",
+    "default_config",
+    "get_config",
+    "validate",
+    "known_keys",
+    "ConfigError",
+    "HARMLESS_KEYS",
+    "OPEN_KEYS",
+]
 
 #: Keys that may differ when a workdir is resumed (they do not change results).
-HARMLESS_KEYS = ("progress", "checkpoint.max_to_keep", "num_devices", "log_every")
+HARMLESS_KEYS = (
+    "progress",
+    "checkpoint.max_to_keep",
+    "checkpoint.every_steps",
+    "num_devices",
+    "log_every",
+    "dataset.data_dir",
+)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -75,6 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.max_to_keep = ml_collections.FieldReference(None, field_type=int)
+    # Mid-round checkpoints: also save at the end of the first chunk at or after
+    # every multiple of this many steps of a round (0 = only at round ends).
+    c.checkpoint.every_steps = 0
     return c
 
 
@@ -108,13 +127,22 @@ def get_config() -> ml_collections.ConfigDict:
 
 # ----------------------------------------------------------------------------- validation
 
-KINDS = ("lottery", "instability")
+KINDS = ("lottery", "instability", "transfer")
 ARMS = ("ticket", "reinit", "random_mask")
 REWINDS = ("weights", "lr", "finetune")
+
+#: Config blocks whose keys are free-form (any key below them is accepted):
+#: ``imp.layer_rates`` maps regexes to rates, ``model.kwargs`` holds model
+#: attributes, ``instability`` is the optional block of that kind.
+OPEN_KEYS = ("imp.layer_rates", "model.kwargs", "instability")
 
 
 class ConfigError(ValueError):
     """A config value is out of range or unknown; the message is one plain line."""
+
+    def __init__(self, msg: str = ""):
+        lines = [line.strip() for line in str(msg).splitlines() if line.strip()]
+        super().__init__("; ".join(lines))
 
 
 def _fail(msg: str):
@@ -123,6 +151,10 @@ def _fail(msg: str):
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _int(c, key: str, lo: int = 0) -> int:
@@ -134,7 +166,7 @@ def _int(c, key: str, lo: int = 0) -> int:
 
 def _num(c, key: str, lo: float, hi: float, lo_open=False, hi_open=True) -> float:
     v = _get(c, key)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+    ok = _is_num(v) and v == v
     if ok:
         ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
@@ -143,9 +175,16 @@ def _num(c, key: str, lo: float, hi: float, lo_open=False, hi_open=True) -> floa
     return float(v)
 
 
+def _bool(c, key: str) -> bool:
+    v = _get(c, key)
+    if not isinstance(v, bool):
+        _fail(f"{key} must be True or False, got {v!r}")
+    return v
+
+
 def _choice(c, key: str, allowed) -> str:
     v = _get(c, key)
-    if v not in allowed:
+    if not isinstance(v, str) or v not in allowed:
         _fail(f"{key} must be one of {', '.join(map(str, allowed))}; got {v!r}")
     return v
 
@@ -153,29 +192,75 @@ def _choice(c, key: str, allowed) -> str:
 def _get(c, key: str):
     node = c
     for part in key.split("."):
-        if part not in node:
+        if not hasattr(node, "keys") or part not in node:
             _fail(f"config key {key} is missing")
         node = node[part]
     return node
 
 
+def _flat_keys(d, prefix="") -> list[str]:
+    out = []
+    for k in d.keys():
+        key = f"{prefix}{k}"
+        v = d[k]
+        if any(key == o for o in OPEN_KEYS):
+            out.append(key)
+        elif hasattr(v, "keys") and not isinstance(v, str):
+            out.extend(_flat_keys(v, key + "."))
+        else:
+            out.append(key)
+    return out
+
+
+def known_keys() -> list[str]:
+    """Every key of :func:`base_config` (open blocks as one key each), sorted."""
+    return sorted(set(_flat_keys(base_config())) | set(OPEN_KEYS))
+
+
+def _check_unknown_keys(c) -> None:
+    import difflib
+
+    known = known_keys()
+    for key in _flat_keys(c):
+        if key in known or any(key.startswith(o + ".") for o in OPEN_KEYS):
+            continue
+        near = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {near[0]}?" if near else ""
+        _fail(f"unknown config key {key}{hint}")
+
+
 def validate(c) -> None:
     """Checks every value the runners read; raises :class:`ConfigError`.
 
-    Checks needing the data or the model (batch size vs. dataset size,
-    ``imp.layer_rates`` patterns vs. parameter paths) are done by the runner as
-    soon as those are known, still before any training.
+    Unknown keys (a typo such as ``train.stpes``) are errors too. Checks needing
+    the data or the model (batch size vs. dataset size, ``imp.layer_rates``
+    patterns vs. parameter paths, model kwargs) are done by the runner as soon
+    as those are known, still before any training.
     """
+    import re
+
     from lth_jax import data, models
     from lth_jax.pruning import SCOPES
     from lth_jax.train import OPTIMIZERS, SCHEDULES
 
+    if not hasattr(c, "keys"):
+        _fail(f"the config must be an ml_collections.ConfigDict, got {type(c).__name__}")
     inf = float("inf")
+    if c.get("kind") == "transfer":  # its own blocks; it validates its lottery configs here
+        from lth_jax import transfer
+
+        transfer.validate(c)
+        return
+    _check_unknown_keys(c)
     _choice(c, "kind", KINDS)
     _int(c, "seed", 0)
     _int(c, "num_trials", 1)
     _int(c, "num_devices", 0)
-    arms = tuple(_get(c, "arms"))
+    _bool(c, "progress")
+    arms = _get(c, "arms")
+    if isinstance(arms, str) or not isinstance(arms, (tuple, list)):
+        _fail(f"arms must be a list of {', '.join(ARMS)}; got {arms!r}")
+    arms = tuple(arms)
     if not arms or any(a not in ARMS for a in arms):
         bad = [a for a in arms if a not in ARMS]
         _fail(f"arms must be a non-empty list of {', '.join(ARMS)}; got {bad or 'none'}")
@@ -185,11 +270,25 @@ def validate(c) -> None:
         _fail(f"arms must include 'ticket' (IMP prunes the ticket), got {list(arms)}")
 
     _choice(c, "dataset.name", tuple(data.DATASETS))
+    d = c.dataset.data_dir
+    if d is not None and (not isinstance(d, str) or not d):
+        _fail(f"dataset.data_dir must be a directory path or None, got {d!r}")
     if c.dataset.val_size is not None:
         _int(c, "dataset.val_size", 1)
     if c.dataset.train_size is not None:
         _num(c, "dataset.train_size", 0, inf, lo_open=True)
+    _bool(c, "dataset.augment")
+    classes = c.dataset.classes
+    if classes is not None and (
+        isinstance(classes, str)
+        or not isinstance(classes, (tuple, list))
+        or not classes
+        or not all(_is_int(x) and x >= 0 for x in classes)
+    ):
+        _fail(f"dataset.classes must be None or a list of class labels >= 0, got {classes!r}")
     _choice(c, "model.name", models.names())
+    if not hasattr(_get(c, "model.kwargs"), "keys"):
+        _fail(f"model.kwargs must be a dict of model attributes, got {c.model.kwargs!r}")
 
     steps = _int(c, "train.steps", 1)
     _int(c, "train.batch_size", 1)
@@ -201,12 +300,16 @@ def validate(c) -> None:
     _choice(c, "optimizer.name", OPTIMIZERS)
     _num(c, "optimizer.learning_rate", 0, inf, lo_open=True)
     _num(c, "optimizer.momentum", 0, 1)
+    _bool(c, "optimizer.nesterov")
     _choice(c, "optimizer.schedule", SCHEDULES)
     w = _int(c, "optimizer.warmup_steps", 0)
     if w > steps:
         _fail(f"optimizer.warmup_steps must be <= train.steps={steps}, got {w}")
-    for b in c.optimizer.step_boundaries:
-        if not isinstance(b, (int, float)) or not 0 < b < 1:
+    bounds = _get(c, "optimizer.step_boundaries")
+    if isinstance(bounds, str) or not isinstance(bounds, (tuple, list)):
+        _fail(f"optimizer.step_boundaries must be a list of fractions in (0, 1), got {bounds!r}")
+    for b in bounds:
+        if not _is_num(b) or not 0 < b < 1:
             _fail(f"optimizer.step_boundaries must be fractions in (0, 1), got {b!r}")
     _num(c, "optimizer.step_factor", 0, inf, lo_open=True)
     for key in ("l2", "weight_decay", "l1", "max_norm"):
@@ -217,12 +320,22 @@ def validate(c) -> None:
     if rounds > 0 and rate == 0 and c.imp.one_shot_density is None:
         _fail("imp.prune_rate must be in (0, 1) when imp.rounds > 0, got 0")
     _choice(c, "imp.scope", SCOPES)
-    for pattern, r in dict(c.imp.layer_rates).items():
-        if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 <= r < 1:
+    layer_rates = _get(c, "imp.layer_rates")
+    if not hasattr(layer_rates, "keys"):
+        _fail(f"imp.layer_rates must be a dict {{regex: rate}}, got {layer_rates!r}")
+    for pattern, r in dict(layer_rates).items():
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            _fail(f"imp.layer_rates: {pattern!r} is not a valid regular expression ({e})")
+        if not _is_num(r) or not 0 <= r < 1:
             _fail(f"imp.layer_rates[{pattern!r}] must be a number in [0, 1), got {r!r}")
     k = _int(c, "imp.rewind_step", 0)
-    if k > steps:
-        _fail(f"imp.rewind_step must be <= train.steps={steps}, got {k}")
+    if k >= steps:
+        _fail(
+            f"imp.rewind_step must be < train.steps={steps} (later rounds train from it to "
+            f"train.steps), got {k}"
+        )
     if k % every:
         _fail(f"imp.rewind_step must be a multiple of train.eval_every={every}, got {k}")
     _choice(c, "imp.rewind", REWINDS)
@@ -232,3 +345,4 @@ def validate(c) -> None:
             _fail(f"imp.one_shot_density needs imp.rounds=1, got {rounds}")
     if c.checkpoint.max_to_keep is not None:
         _int(c, "checkpoint.max_to_keep", 2)
+    _int(c, "checkpoint.every_steps", 0)

@@ -625,6 +625,10 @@ def run(
       Interrupted: (a ``KeyboardInterrupt``) stopped by a signal; resumable.
     """
     config_lib.validate(config)
+    if config.kind == "transfer":
+        raise config_lib.ConfigError(
+            "kind 'transfer' runs through lth_jax.transfer.run (or lth-jax run), not lottery.run"
+        )
     _check_workdir(workdir)
     if not overwrite:
         check_config_drift(workdir, config)

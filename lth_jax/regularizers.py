@@ -103,7 +103,7 @@ def _check_nonneg(value, name: str) -> float:
 
 
 def _check_lr(learning_rate, name: str = "learning_rate"):
-    if callable(learning_rate):
+    if callable(learning_rate) or isinstance(learning_rate, jax.Array):  # a schedule, or traced
         return learning_rate
     return _check_nonneg(learning_rate, name)
 

@@ -1,0 +1,279 @@
+"""Bad input to ``lth-jax``: exit status 2, one plain line on stderr, no traceback.
+
+Each case names what must appear in the message (the bad key or value). Most
+cases call :func:`lth_jax.cli.main` in-process; a few run the real console
+script as a subprocess. Config errors also raise ``ValueError`` with the same
+text from the Python API (:func:`lth_jax.lottery.run`), before any work: the
+workdir is not even created.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lth_jax import cli, lottery
+from lth_jax import config as config_lib
+
+TINY = [
+    "--config.progress=False",
+    "--config.num_devices=1",
+    "--config.train.steps=20",
+    "--config.train.eval_every=10",
+    "--config.imp.rounds=1",
+]
+
+# (id, argv after "lth-jax" with {wd} for a fresh workdir, words the message must contain)
+CASES = [
+    ("no-command", [], ["missing command"]),
+    ("unknown-command", ["train", "--workdir", "{wd}"], ["'train'", "run, report"]),
+    ("no-workdir", ["run", *TINY], ["--workdir"]),
+    ("unknown-option", ["run", "--workdir", "{wd}", "--bogus"], ["--bogus"]),
+    ("positional", ["run", "--workdir", "{wd}", "extra"], ["'extra'"]),
+    ("unknown-key", ["run", "--workdir", "{wd}", "--config.foo=1"], ["foo"]),
+    (
+        "unknown-nested-key",
+        ["run", "--workdir", "{wd}", "--config.train.stpes=10"],
+        ["train.stpes", "train.steps"],
+    ),
+    ("int-not-int", ["run", "--workdir", "{wd}", "--config.train.steps=abc"], ["train.steps"]),
+    ("int-is-float", ["run", "--workdir", "{wd}", "--config.train.steps=1.5"], ["train.steps"]),
+    ("bad-bool", ["run", "--workdir", "{wd}", "--config.progress=maybe"], ["progress"]),
+    ("no-value", ["run", "--workdir", "{wd}", "--config.imp.rounds"], ["imp.rounds"]),
+    ("dict-as-scalar", ["run", "--workdir", "{wd}", "--config.train=5"], ["--config.train"]),
+    ("config-missing", ["run", "--workdir", "{wd}", "--config", "{wd}.py"], ["no such file"]),
+    ("config-no-get-config", ["run", "--workdir", "{wd}", "--config", "{noget}"], ["get_config"]),
+    ("config-syntax-error", ["run", "--workdir", "{wd}", "--config", "{syntax}"], ["SyntaxError"]),
+    ("config-raises", ["run", "--workdir", "{wd}", "--config", "{raises}"], ["boom"]),
+    ("rate-above-1", ["run", "--workdir", "{wd}", "--config.imp.prune_rate=1.5"], ["prune_rate"]),
+    ("rate-negative", ["run", "--workdir", "{wd}", "--config.imp.prune_rate=-0.1"], ["prune_rate"]),
+    ("lr-zero", ["run", "--workdir", "{wd}", "--config.optimizer.learning_rate=0"], ["learning"]),
+    ("lr-nan", ["run", "--workdir", "{wd}", "--config.optimizer.learning_rate=nan"], ["nan"]),
+    ("steps-zero", ["run", "--workdir", "{wd}", "--config.train.steps=0"], ["train.steps"]),
+    ("batch-zero", ["run", "--workdir", "{wd}", "--config.train.batch_size=0"], ["batch_size"]),
+    (
+        "batch-too-big",
+        ["run", "--workdir", "{wd}", *TINY, "--config.train.batch_size=100000"],
+        ["train.batch_size", "3500"],
+    ),
+    ("dataset", ["run", "--workdir", "{wd}", "--config.dataset.name=imagenet"], ["mnist1d"]),
+    ("model", ["run", "--workdir", "{wd}", "--config.model.name=gpt"], ["gpt", "lenet300_100"]),
+    ("optimizer", ["run", "--workdir", "{wd}", "--config.optimizer.name=lion"], ["lion", "adam"]),
+    ("arm", ["run", "--workdir", "{wd}", "--config.arms=ticket,bogus"], ["bogus", "reinit"]),
+    ("no-ticket-arm", ["run", "--workdir", "{wd}", "--config.arms=reinit"], ["ticket"]),
+    ("scope", ["run", "--workdir", "{wd}", "--config.imp.scope=local"], ["local", "global"]),
+    ("rewind", ["run", "--workdir", "{wd}", "--config.imp.rewind=late"], ["late", "finetune"]),
+    (
+        "rewind-step-past-end",
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.rewind_step=30"],
+        ["imp.rewind_step", "30"],
+    ),
+    (
+        "eval-every-not-dividing",
+        ["run", "--workdir", "{wd}", *TINY, "--config.train.eval_every=7"],
+        ["train.eval_every"],
+    ),
+    (
+        "layer-rate-matches-nothing",
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates.conv9=0.5"],
+        ["conv9", "Dense_0/kernel"],
+    ),
+    (
+        "layer-rate-bad-regex",
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates.(=0.5"],
+        ["'('", "regular expression"],
+    ),
+    (
+        "layer-rate-out-of-range",
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates.head=1.0"],
+        ["head"],
+    ),
+    (
+        "model-kwarg",
+        ["run", "--workdir", "{wd}", *TINY, "--config.model.kwargs.widht=3"],
+        ["widht"],
+    ),
+    (
+        "too-many-devices",
+        ["run", "--workdir", "{wd}", *TINY[:1], "--config.num_devices=512"],
+        ["num_devices=512"],
+    ),
+    (
+        "val-size-too-big",
+        ["run", "--workdir", "{wd}", *TINY, "--config.dataset.val_size=100000"],
+        ["val_size=100000"],
+    ),
+    (
+        "every-steps-negative",
+        ["run", "--workdir", "{wd}", "--config.checkpoint.every_steps=-1"],
+        ["checkpoint.every_steps"],
+    ),
+    (
+        "one-shot-rounds",
+        ["run", "--workdir", "{wd}", "--config.imp.one_shot_density=0.1"],
+        ["imp.one_shot_density", "imp.rounds"],
+    ),
+    ("workdir-is-a-file", ["run", "--workdir", "{file}", *TINY], ["is not a directory"]),
+    ("workdir-under-a-file", ["run", "--workdir", "{file}/sub", *TINY], ["cannot be created"]),
+    ("report-missing-dir", ["report", "{wd}"], ["{wd}"]),
+]
+
+_SCRIPT = os.path.join(os.path.dirname(sys.executable), "lth-jax")
+#: The installed console script (``python -m lth_jax.cli`` where it is missing).
+LTH_JAX = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m", "lth_jax.cli"]
+
+SUBPROCESS = {"unknown-key", "int-not-int", "config-missing", "rate-above-1", "batch-too-big"}
+
+
+@pytest.fixture
+def paths(tmp_path):
+    noget = tmp_path / "noget.py"
+    noget.write_text("def make_config():\n    return None\n")
+    syntax = tmp_path / "syntax.py"
+    syntax.write_text("def get_config(:\n")
+    raises = tmp_path / "raises.py"
+    raises.write_text("def get_config():\n    raise RuntimeError('boom')\n")
+    file = tmp_path / "a_file"
+    file.write_text("not a directory")
+    return {
+        "wd": str(tmp_path / "wd"),
+        "noget": str(noget),
+        "syntax": str(syntax),
+        "raises": str(raises),
+        "file": str(file),
+    }
+
+
+def _fill(items, paths):
+    return [s.format(**paths) for s in items]
+
+
+def _check(rc, err, words):
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("lth-jax: error: "), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("case_id,argv,words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_with_one_line(case_id, argv, words, paths, capsys):
+    argv, words = _fill(argv, paths), _fill(words, paths)
+    if case_id in SUBPROCESS:
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        }
+        p = subprocess.run(
+            [*LTH_JAX, *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        rc, err = p.returncode, p.stderr
+        assert p.stdout == ""
+    else:
+        rc = cli.main(argv)
+        err = capsys.readouterr().err
+    _check(rc, err, words)
+    if argv[:1] == ["run"] and case_id not in ("workdir-is-a-file",):
+        assert not os.path.exists(paths["wd"]), "bad input must stop before any work"
+
+
+def _config(**overrides):
+    c = config_lib.default_config()
+    c.progress = False
+    c.num_devices = 1
+    c.train.steps = 20
+    c.train.eval_every = 10
+    c.imp.rounds = 1
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+API_CASES = [
+    ("rate", {"imp.prune_rate": 1.5}, ["--config.imp.prune_rate=1.5"]),
+    ("dataset", {"dataset.name": "imagenet"}, ["--config.dataset.name=imagenet"]),
+    ("rewind-step", {"imp.rewind_step": 30}, ["--config.imp.rewind_step=30"]),
+    ("batch", {"train.batch_size": 100000}, ["--config.train.batch_size=100000"]),
+    ("layer-rate", {"imp.layer_rates.conv9": 0.5}, ["--config.imp.layer_rates.conv9=0.5"]),
+    ("arms-str", {"arms": ("ticket", "bogus")}, ["--config.arms=ticket,bogus"]),
+]
+
+
+@pytest.mark.parametrize("case_id,overrides,flags", API_CASES, ids=[c[0] for c in API_CASES])
+def test_python_api_raises_valueerror_with_the_cli_text(
+    case_id, overrides, flags, tmp_path, capsys
+):
+    wd = str(tmp_path / "wd")
+    c = _config(**overrides)
+    with pytest.raises(ValueError) as info:
+        lottery.run(c, wd)
+    assert isinstance(info.value, config_lib.ConfigError)
+    assert "\n" not in str(info.value)
+    rc = cli.main(
+        [
+            "run",
+            "--workdir",
+            wd,
+            "--config.progress=False",
+            "--config.num_devices=1",
+            "--config.train.steps=20",
+            "--config.train.eval_every=10",
+            "--config.imp.rounds=1",
+            *flags,
+        ]
+    )
+    line = _check(rc, capsys.readouterr().err, [])
+    assert line == f"lth-jax: error: {info.value}"
+    assert not os.path.exists(wd)
+
+
+def test_python_api_rejects_unknown_keys_and_wrong_types():
+    c = _config()
+    c.train.stpes = 10  # a typo in a config file
+    with pytest.raises(
+        ValueError, match=r"unknown config key train\.stpes; did you mean train\.steps"
+    ):
+        config_lib.validate(c)
+    c = _config()
+    c.train = {"steps": "20", "batch_size": 100, "eval_every": 10, "eval_batch_size": 1000}
+    with pytest.raises(ValueError, match=r"train\.steps must be an integer >= 1, got '20'"):
+        config_lib.validate(c)
+
+
+def test_overrides_parse_types_and_open_blocks(tmp_path):
+    config, wd, overwrite = cli.parse_run_args(
+        [
+            "--workdir",
+            str(tmp_path),
+            "--config.arms=ticket,reinit",
+            "--config.model.kwargs.features=(64, 32)",
+            "--config.imp.layer_rates.head=0.1",
+            "--config.optimizer.learning_rate=1",
+            "--noconfig.progress",
+            "--config.train.steps",
+            "400",
+            "--overwrite",
+        ]
+    )
+    assert wd == str(tmp_path) and overwrite
+    assert tuple(config.arms) == ("ticket", "reinit")
+    assert tuple(config.model.kwargs.features) == (64, 32)
+    assert config.imp.layer_rates.head == 0.1
+    assert config.optimizer.learning_rate == 1.0
+    assert config.progress is False and config.train.steps == 400
+    config_lib.validate(config)
