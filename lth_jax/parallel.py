@@ -9,6 +9,18 @@ On a CPU, JAX sees one device unless ``XLA_FLAGS`` asks for more with
 ``--xla_force_host_platform_device_count=N``. :func:`configure_host_devices`
 sets that flag (to the number of cores, at most 8) when the user has not, and
 must run before JAX starts its backend; the ``lth-jax`` command calls it first.
+One device per core is the fastest layout measured on a 2-core CPU for a batch
+of runs: each device trains its share of the runs one after another, single
+threaded, instead of splitting every small matmul over the cores (see
+``experiments/benchmark.py``).
+
+Compiled programs are kept across processes in JAX's persistent compilation
+cache: :func:`enable_compilation_cache` (called by
+:func:`configure_host_devices`, so by the ``lth-jax`` command) turns it on in
+``$LTH_JAX_COMPILATION_CACHE`` (default ``~/.cache/lth_jax/xla``; ``0`` or
+``off`` disables it) unless JAX already has a cache directory. A chunk program
+that takes seconds to compile then loads in a fraction of a second on the next
+run, resumption or round of another process with the same shapes.
 
 Across machines the engine uses JAX's own multi-host runtime:
 :func:`initialize_distributed` calls ``jax.distributed.initialize`` with the
@@ -23,24 +35,77 @@ import os
 
 import numpy as np
 
-__all__ = ["configure_host_devices", "initialize_distributed", "make_mesh", "pad_runs"]
+__all__ = [
+    "configure_host_devices",
+    "enable_compilation_cache",
+    "initialize_distributed",
+    "make_mesh",
+    "pad_runs",
+]
 
 _FLAG = "--xla_force_host_platform_device_count"
 
 
-def configure_host_devices(count: int | None = None) -> int | None:
+def _num_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # respects taskset / cpusets
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def configure_host_devices(count: int | None = None, compilation_cache: bool = True) -> int | None:
     """Asks XLA for ``count`` CPU devices unless ``XLA_FLAGS`` already sets it.
+
+    ``count`` defaults to the number of cores this process may use, at most 8.
+    Also turns on the persistent compilation cache (see
+    :func:`enable_compilation_cache`) unless ``compilation_cache=False``.
 
     Returns the count set, or ``None`` when the user's flag was kept. Has an
     effect only before JAX initializes its backends.
     """
+    if compilation_cache:
+        enable_compilation_cache()
     flags = os.environ.get("XLA_FLAGS", "")
     if _FLAG in flags:
         return None
     if count is None:
-        count = max(1, min(os.cpu_count() or 1, 8))
+        count = max(1, min(_num_cores(), 8))
     os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count}".strip()
     return count
+
+
+def enable_compilation_cache(directory: str | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache; returns its directory.
+
+    The directory is ``directory``, else ``$LTH_JAX_COMPILATION_CACHE``, else
+    ``~/.cache/lth_jax/xla``. ``LTH_JAX_COMPILATION_CACHE=0`` (or ``off``,
+    ``false``, ``none``) leaves the cache off and returns ``None``. A cache
+    directory JAX already has (``JAX_COMPILATION_CACHE_DIR`` or
+    ``jax.config.update("jax_compilation_cache_dir", ...)``) is kept. Programs
+    that compile in less than a second are not stored (JAX's default
+    threshold); the chunk programs of the engine are.
+    """
+    import jax
+
+    current = jax.config.jax_compilation_cache_dir
+    if current and directory is None:
+        return current
+    env = os.environ.get("LTH_JAX_COMPILATION_CACHE")
+    if (
+        directory is None
+        and env is not None
+        and env.strip().lower() in ("0", "off", "false", "none", "")
+    ):
+        return None
+    path = directory or env or os.path.join(os.path.expanduser("~"), ".cache", "lth_jax", "xla")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(path, os.W_OK | os.X_OK):
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
 
 
 def initialize_distributed() -> bool:

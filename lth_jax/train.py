@@ -207,6 +207,41 @@ class Curves(NamedTuple):
     test_accuracy: np.ndarray
 
 
+def _stable_argsort_u32(keys):
+    """Stable argsort of uint32 ``keys`` with ``n < 2**16``: two single-operand sorts.
+
+    A stable sort by a 32-bit key is a stable sort by its low 16 bits followed by
+    a stable sort by its high 16 bits (LSD radix); each is one sort of the unique
+    uint32 values ``digit << 16 | position``, which XLA's CPU sort does several
+    times faster than a (key, value) sort.
+    """
+    n = keys.shape[0]
+    pos = jax.lax.iota(jnp.uint32, n)
+    order = jax.lax.sort((keys << 16) | pos) & 0xFFFF
+    high = jax.lax.sort(((keys[order] >> 16) << 16) | pos) & 0xFFFF
+    return order[high]
+
+
+def _permutation(key, n: int):
+    """``jax.random.permutation(key, n)`` as int32, bit for bit, faster for ``n < 2**16``.
+
+    Same rounds, keys and stable sorts as JAX's shuffle (``ceil(3 ln n / ln
+    (2**32 - 1))`` rounds of ``split``, 32 random bits per element and a stable
+    sort by them), with the sort done by :func:`_stable_argsort_u32`: a
+    permutation of MNIST's 55,000 training examples takes about 10 ms instead
+    of 23 ms on a CPU core. Larger ``n`` use ``jax.random.permutation``.
+    ``tests/test_benchmark.py`` checks the two agree.
+    """
+    if n >= 2**16:
+        return jax.random.permutation(key, n).astype(jnp.int32)
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+    x = jax.lax.iota(jnp.int32, n)
+    for _ in range(rounds):
+        key, sub = jax.random.split(key)
+        x = x[_stable_argsort_u32(jax.random.bits(sub, (n,), jnp.uint32))]
+    return x
+
+
 def _pad_eval(x, y, batch):
     n = x.shape[0]
     batch = min(batch, n)
@@ -279,7 +314,15 @@ class Engine:
         # Run-batched outputs are pinned to the runs sharding, so a chunk's output
         # feeds the next chunk without a new compilation.
         out = {} if self.mesh is None else {"out_shardings": self._sharding()}
-        self._chunk = jax.jit(self._chunk_impl, donate_argnums=(0,), **out)
+        # On CPUs, region-analysis copy insertion lets the scan body update the
+        # optimizer moments in place instead of copying them every step (7% of a
+        # LeNet-300-100 step on one core, 14% with a run per core: less memory
+        # traffic); the arithmetic, so every bit, is unchanged.
+        dev = self.mesh.devices.flat[0] if self.mesh is not None else jax.devices()[0]
+        opts = (
+            {"xla_cpu_copy_insertion_use_region_analysis": True} if dev.platform == "cpu" else None
+        )
+        self._chunk = jax.jit(self._chunk_impl, donate_argnums=(0,), compiler_options=opts, **out)
         self._init = jax.jit(jax.vmap(self._init_impl), **out)
         self._new_runs = jax.jit(jax.vmap(self._new_runs_impl), **out)
         self.compilations = 0  # times the chunk program was traced
@@ -350,9 +393,7 @@ class Engine:
         i = s % spe
         perm = jax.lax.cond(
             i == 0,
-            lambda: jax.random.permutation(
-                jax.random.fold_in(run.data_key, s // spe), self.n_train
-            ).astype(jnp.int32),
+            lambda: _permutation(jax.random.fold_in(run.data_key, s // spe), self.n_train),
             lambda: run.perm,
         )
         idx = jax.lax.dynamic_slice(perm, (i * self.batch_size,), (self.batch_size,))
@@ -401,7 +442,7 @@ class Engine:
     def _run_chunk(self, run: RunState, s0, fixed_lr_step, data):
         """One run: ``eval_every`` steps from ``s0`` as a scan, then evaluation."""
         spe = self.steps_per_epoch
-        perm0 = jax.random.permutation(jax.random.fold_in(run.data_key, s0 // spe), self.n_train)
+        perm0 = _permutation(jax.random.fold_in(run.data_key, s0 // spe), self.n_train)
         run = run._replace(perm=perm0.astype(jnp.int32))
 
         def body(run, s):
