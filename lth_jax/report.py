@@ -23,8 +23,11 @@ Conventions, exactly:
   min and max; ``nan`` when ``n == 0``. A metric missing (or ``null``) in an ok
   record is left out of that metric's statistics only.
 * **Figure.** Lines are the mean over ok trials, the shaded band spans min to
-  max over ok trials; the dashed horizontal line is the mean over all ok
-  round-0 (dense) records of that workdir. The x axis is % of prunable weights
+  max over ok trials. The round-0 (dense) records of a workdir, pooled (their
+  arm is ``dense``), are drawn as one marker at 100% with a dashed horizontal
+  line at their mean, and **every arm's line starts at that dense point**, since
+  every arm of round 1 was derived from that dense run; an arm that only occurs
+  in round 0 gets no line of its own. The x axis is % of prunable weights
   remaining, log scale, decreasing left to right (100 on the left), ticked at
   the densities that occur.
 
@@ -53,6 +56,7 @@ __all__ = [
     "format_density",
     "config_summary",
     "plot_report",
+    "arm_lines",
     "write_report",
     "main_report",
 ]
@@ -64,6 +68,7 @@ REPORT_PNG = "report.png"
 
 # The statistics computed for each (round, arm) row, with min/max/mean/std.
 _STAT_KEYS = ("final_test_accuracy", "test_accuracy_at_best_val", "best_val_step")
+_STATS = ("mean", "std", "min", "max")
 
 # Table columns, in order. The barrier column appears only when some row has one.
 TABLE_COLUMNS = (
@@ -308,47 +313,29 @@ def format_table(rows: Sequence[Mapping]) -> str:
 # Config summary
 # ---------------------------------------------------------------------------
 
-# (label, candidate key names), the first key found wins. A candidate matches a
-# flattened path ``a.b.c`` when the path ends with it; shorter paths win.
+# (label, dotted config key): the keys of ``lth_jax.config.base_config()`` shown
+# in the report's config line, in order.
 _CONFIG_FIELDS = (
-    ("model", ("model.name", "model_name", "model", "arch", "architecture")),
-    ("dataset", ("dataset.name", "dataset_name", "dataset", "data.name", "data.dataset")),
-    (
-        "steps",
-        ("train_steps", "num_train_steps", "num_steps", "total_steps", "training_steps", "steps"),
-    ),
-    (
-        "rounds",
-        ("num_rounds", "prune_rounds", "pruning_rounds", "rounds", "lottery.num_rounds"),
-    ),
-    (
-        "prune rate",
-        (
-            "prune_rate",
-            "pruning_rate",
-            "prune_fraction",
-            "prune_frac",
-            "pruning.rate",
-            "lottery.rate",
-            "prune.rate",
-        ),
-    ),
-    ("trials", ("num_trials", "trials", "n_trials")),
+    ("model", "model.name"),
+    ("dataset", "dataset.name"),
+    ("steps", "train.steps"),
+    ("rounds", "imp.rounds"),
+    ("prune rate", "imp.prune_rate"),
+    ("trials", "num_trials"),
 )
 
 
-def _flatten(obj, prefix=""):
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            yield key, v
-            yield from _flatten(v, key)
+def _lookup(config: Mapping, key: str):
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _short(v) -> str:
     if isinstance(v, Mapping):
-        if "name" in v and not isinstance(v["name"], Mapping | list):
-            return str(v["name"])
         return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
     if isinstance(v, list | tuple):
         return "[" + ", ".join(_short(x) for x in v) + "]"
@@ -358,29 +345,37 @@ def _short(v) -> str:
 
 
 def config_summary(config: Mapping) -> str:
-    """One line ``model: ... · dataset: ... · steps: ... · rounds: ... · prune rate: ...``.
+    """One line ``model: ... · dataset: ... · steps: ... · rounds: ... · trials: ...``.
 
-    Keys are looked up by name anywhere in the (nested) config; fields not
-    found are left out. Returns ``""`` when none is found.
+    Reads the keys of :data:`_CONFIG_FIELDS` (``model.name``, ``dataset.name``,
+    ``train.steps``, ``imp.rounds``, ``imp.prune_rate``, ``num_trials``) from a
+    ``config.json`` as ``lth-jax run`` writes it; fields not present are left
+    out. Per-layer rates (``imp.layer_rates``) follow the prune rate, the
+    scope and the rewinding are added when they are not the defaults
+    (``layerwise``; ``weights`` to step 0), and the kind when it is not
+    ``lottery``. Returns ``""`` when nothing is found.
     """
-    flat = sorted(_flatten(config), key=lambda kv: kv[0].count("."))
     parts = []
-    for label, names in _CONFIG_FIELDS:
-        for name in names:
-            hit = next(
-                (
-                    v
-                    for k, v in flat
-                    if (k == name or k.endswith("." + name))
-                    and v is not None
-                    # A nested section is shown only for per-layer prune rates.
-                    and (not isinstance(v, Mapping) or label == "prune rate")
-                ),
-                None,
-            )
-            if hit is not None:
-                parts.append(f"{label}: {_short(hit)}")
-                break
+    kind = _lookup(config, "kind")
+    if kind not in (None, "lottery"):
+        parts.append(f"kind: {kind}")
+    for label, key in _CONFIG_FIELDS:
+        v = _lookup(config, key)
+        if v is None or isinstance(v, Mapping):
+            continue
+        text = _short(v)
+        if key == "imp.prune_rate":
+            rates = _lookup(config, "imp.layer_rates")
+            if isinstance(rates, Mapping) and rates:
+                text += " (" + ", ".join(f"{p}: {_short(r)}" for p, r in rates.items()) + ")"
+            scope = _lookup(config, "imp.scope")
+            if scope not in (None, "layerwise"):
+                text += f", {scope}"
+        parts.append(f"{label}: {text}")
+        if key == "imp.prune_rate":
+            mode, k = _lookup(config, "imp.rewind"), _lookup(config, "imp.rewind_step")
+            if (mode not in (None, "weights")) or (k not in (None, 0)):
+                parts.append(f"rewind: {mode or 'weights'} to step {k or 0}")
     return " · ".join(parts)
 
 
@@ -434,6 +429,54 @@ def _ticks(densities_pct: Iterable[float], max_ticks: int = 12) -> list[float]:
     return kept
 
 
+def _pool(rows: Sequence[Mapping]) -> Mapping:
+    """The round-0 rows of one workdir as one row (usually there is just one)."""
+    if len(rows) == 1:
+        return rows[0]
+    n = sum(r["n"] for r in rows)
+    out: dict[str, Any] = {
+        "round": 0,
+        "arm": "dense",
+        "density": float(np.mean([r["density"] for r in rows])),
+        "n": n,
+        "n_failed": sum(r["n_failed"] for r in rows),
+    }
+    for key, count in [(k, "n") for k in _STAT_KEYS] + [("barrier", "barrier_n")]:
+        got = [r for r in rows if r[count] and r[f"{key}_mean"] is not None]
+        got = [r for r in got if math.isfinite(r[f"{key}_mean"])]
+        if not got:
+            out.update({f"{key}_{st}": None if key == "barrier" else math.nan for st in _STATS})
+            continue
+        w = sum(r[count] for r in got)
+        out[f"{key}_mean"] = sum(r[f"{key}_mean"] * r[count] for r in got) / w
+        out[f"{key}_std"] = math.nan
+        out[f"{key}_min"] = min(r[f"{key}_min"] for r in got)
+        out[f"{key}_max"] = max(r[f"{key}_max"] for r in got)
+    return out
+
+
+def arm_lines(rows: Sequence[Mapping]) -> dict[str, list[Mapping]]:
+    """The rows each arm's line goes through, by decreasing density.
+
+    Every arm with a row past round 0 gets a line; unless it has a round-0 row
+    of its own, the line starts at the pooled round-0 (dense) row, since all
+    arms of round 1 derive from the dense run. An arm that occurs only in round
+    0 (``dense``) gets no line: it is the reference point.
+    """
+    dense = [r for r in rows if r["round"] == 0 and r["n"] > 0]
+    start = _pool(dense) if dense else None
+    out = {}
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        own = [r for r in rows if r["arm"] == arm and math.isfinite(r["density"])]
+        if not own or all(r["round"] == 0 for r in own):
+            continue
+        line = sorted(own, key=lambda r: -r["density"])
+        if start is not None and not any(r["round"] == 0 for r in own):
+            line = [start, *line]
+        out[arm] = line
+    return out
+
+
 def plot_report(
     series: Sequence[tuple[str, Sequence[Mapping]]],
     path: str,
@@ -446,8 +489,10 @@ def plot_report(
     series, lines are labelled by arm; with several, ``<label>:<arm>``, colour
     by arm and marker/line style by series. Panels: final test accuracy, test
     accuracy at early stop, early-stop step and, when some row has one, the
-    test-error barrier, all against % weights remaining. Uses the Agg canvas
-    directly (no pyplot, no global backend change). Returns ``path``.
+    test-error barrier, all against % weights remaining. Each series' round-0
+    rows are its dense reference (marker and dashed line) and the first point
+    of each of its arms' lines. Uses the Agg canvas directly (no pyplot, no
+    global backend change). Returns ``path``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -475,7 +520,8 @@ def plot_report(
     palette = [f"C{i}" for i in range(10)]
     for _, rows in series:
         for r in rows:
-            arm_colors.setdefault(r["arm"], palette[len(arm_colors) % len(palette)])
+            if r["round"] != 0 or any(q["arm"] == r["arm"] and q["round"] for q in rows):
+                arm_colors.setdefault(r["arm"], palette[len(arm_colors) % len(palette)])
     grays = ("black", "dimgray", "darkgray", "silver")
 
     all_pct = [100 * r["density"] for _, rows in series for r in rows]
@@ -484,58 +530,52 @@ def plot_report(
     handles: dict[str, Any] = {}
     any_failed = False
 
+    def values(rows_, key, stat):
+        if key == "barrier":
+            v = [np.nan if r[f"barrier_{stat}"] is None else r[f"barrier_{stat}"] for r in rows_]
+        else:
+            v = [r[f"{key}_{stat}"] for r in rows_]
+        return np.array(v, dtype=float)
+
     for s_idx, (label, rows) in enumerate(series):
         marker = _MARKERS[s_idx % len(_MARKERS)] if multi else "o"
         ls = _LINESTYLES[s_idx % len(_LINESTYLES)] if multi else "-"
+        gray = grays[s_idx % len(grays)] if multi else "black"
         dense = [r for r in rows if r["round"] == 0 and r["n"] > 0]
+        ref_label = f"{label}: dense (round 0)" if multi else "dense (round 0)"
+        # The dense point starts every arm's line (at its density, normally 100%).
+        start = _pool(dense) if dense else None
         for ax, (key, _, _, scale) in zip(axes, panels):
             # Dense (round 0) reference: mean over all ok round-0 records.
-            if key == "barrier":
-                vals = [(r["barrier_mean"], r["barrier_n"]) for r in dense if r["barrier_n"]]
-            else:
-                vals = [
-                    (r[f"{key}_mean"], r["n"]) for r in dense if math.isfinite(r[f"{key}_mean"])
-                ]
-            if vals:
-                ref = sum(m * n for m, n in vals) / sum(n for _, n in vals)
-                gray = grays[s_idx % len(grays)] if multi else "black"
-                ref_label = f"{label}: dense (round 0) mean" if multi else "dense (round 0) mean"
-                h = ax.axhline(scale * ref, color=gray, ls="--", lw=1.2, alpha=0.8, zorder=1)
-                handles.setdefault(ref_label, h)
-
-        for arm in dict.fromkeys(r["arm"] for r in rows):
-            arm_rows = sorted(
-                (r for r in rows if r["arm"] == arm and math.isfinite(r["density"])),
-                key=lambda r: -r["density"],
-            )
-            if not arm_rows:
+            ref = float(values([start], key, "mean")[0]) if start is not None else math.nan
+            if not math.isfinite(ref):
                 continue
+            ax.axhline(scale * ref, color=gray, ls="--", lw=1.2, alpha=0.8, zorder=1)
+            ax.plot(
+                [100 * start["density"]],
+                [scale * ref],
+                ls="none",
+                marker=marker,
+                ms=7,
+                color=gray,
+                zorder=4,
+            )
+            handles.setdefault(
+                ref_label, Line2D([], [], color=gray, ls="--", lw=1.2, marker=marker, ms=6)
+            )
+
+        for arm, arm_rows in arm_lines(rows).items():
+            own = [r for r in arm_rows if r["arm"] == arm]
             x = np.array([100 * r["density"] for r in arm_rows])
             color = arm_colors[arm]
             line_label = f"{label}:{arm}" if multi else str(arm)
-            n_failed = sum(r["n_failed"] for r in arm_rows)
+            n_failed = sum(r["n_failed"] for r in own)
             if n_failed:
                 line_label += f" ({n_failed} failed)"
             for ax, (key, _, _, scale) in zip(axes, panels):
-                if key == "barrier":
-                    y, lo, hi = (
-                        np.array(
-                            [
-                                np.nan if r[f"barrier_{s}"] is None else r[f"barrier_{s}"]
-                                for r in arm_rows
-                            ],
-                            dtype=float,
-                        )
-                        * scale
-                        for s in ("mean", "min", "max")
-                    )
-                else:
-                    y, lo, hi = (
-                        np.array([r[f"{key}_{s}"] for r in arm_rows], dtype=float) * scale
-                        for s in ("mean", "min", "max")
-                    )
+                y, lo, hi = (values(arm_rows, key, st) * scale for st in ("mean", "min", "max"))
                 # Failed trials: an x at the bottom of the panel, at their density.
-                fx = [100 * r["density"] for r in arm_rows if r["n_failed"]]
+                fx = [100 * r["density"] for r in own if r["n_failed"]]
                 if fx:
                     any_failed = True
                     ax.plot(
@@ -553,11 +593,12 @@ def plot_report(
                     handles.setdefault(
                         line_label, Line2D([], [], marker=marker, ls=ls, color=color, lw=1.6)
                     )
-                if np.all(np.isnan(y)):
-                    continue
+                if np.all(np.isnan(values(own, key, "mean"))):
+                    continue  # e.g. no barrier measured for this arm
+                ok = ~np.isnan(y)
                 (h,) = ax.plot(
-                    x,
-                    y,
+                    x[ok],
+                    y[ok],
                     marker=marker,
                     ls=ls,
                     color=color,
@@ -567,7 +608,7 @@ def plot_report(
                     zorder=3,
                 )
                 handles.setdefault(line_label, h)
-                ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0, zorder=2)
+                ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.18, lw=0, zorder=2)
 
     for ax, (_, name, ylabel, _) in zip(axes, panels):
         ax.set_xscale("log")
@@ -651,7 +692,8 @@ _NOTES = (
     "are excluded from every statistic. `early-stop step`: iteration of minimum validation "
     "loss. `error barrier`: mean test-error barrier along the linear interpolation between "
     "two trained copies (instability analysis), in percentage points. Figure: line = mean, "
-    "band = min-max over ok trials, dashed = dense (round 0) mean."
+    "band = min-max over ok trials; every arm's line starts at the dense (round 0) point, "
+    "and the dashed line is the dense mean."
 )
 
 
@@ -672,6 +714,10 @@ def write_report(
     workdir; returns the tables, each under a ``<dirname>:`` line, separated by
     blank lines.
 
+    A transfer workdir (``kind: transfer`` in its ``config.json``) gets its own
+    report, :func:`lth_jax.transfer.write_report` (target accuracy against the
+    target training-set size); it cannot be compared with others on one plot.
+
     Raises :class:`ValueError` (one line, naming the path) for a missing
     directory, a missing ``metrics.jsonl``, or one without records.
     """
@@ -683,6 +729,16 @@ def write_report(
     for d in workdirs:
         if not os.path.isdir(d):
             raise ValueError(f"no such experiment directory: {d}")
+    from lth_jax import transfer  # a transfer workdir has its own report
+
+    kinds = [transfer.is_transfer_workdir(d) for d in workdirs]
+    if any(kinds):
+        if len(workdirs) > 1:
+            raise ValueError(
+                "a transfer workdir is reported on its own: lth-jax report "
+                + workdirs[kinds.index(True)]
+            )
+        return transfer.write_report(workdirs[0], out_dir=out_dir)
     loaded = []
     for d in workdirs:
         records = load_records(d)

@@ -64,6 +64,21 @@ def _write(workdir, records, tail: str | None = None, config: dict | None = None
     return str(workdir)
 
 
+def _config(**overrides) -> dict:
+    """A config.json as ``lth-jax run`` writes it, with dotted-key overrides."""
+    from lth_jax import config as config_lib
+    from lth_jax import lottery
+
+    c = config_lib.default_config()
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return lottery.config_to_json(c)
+
+
 def _failed(rnd=2, arm="reinit", trial=1) -> dict:
     return {
         "round": rnd,
@@ -83,12 +98,16 @@ def workdir(tmp_path):
     # Replace (round 2, reinit, trial 1) by a failed record.
     recs = [r for r in recs if (r["round"], r["arm"], r["trial"]) != (2, "reinit", 1)]
     recs.append(_failed())
-    config = {
-        "model": {"name": "lenet300"},
-        "dataset": "mnist",
-        "train_steps": 5000,
-        "lottery": {"num_rounds": ROUNDS - 1, "prune_rate": RATE},
-    }
+    config = _config(
+        **{
+            "model.name": "lenet300_100",
+            "dataset.name": "mnist",
+            "train.steps": 5000,
+            "imp.rounds": ROUNDS - 1,
+            "imp.prune_rate": RATE,
+            "num_trials": TRIALS,
+        }
+    )
     tail = '{"round": 4, "arm": "ticket", "trial": 3, "dens'  # a truncated last line
     return _write(tmp_path / "exp", recs, tail=tail, config=config)
 
@@ -224,7 +243,10 @@ def test_write_report_single(workdir):
     text = report.write_report([workdir])
     md = open(os.path.join(workdir, "report.md")).read()
     assert text in md
-    assert "lenet300" in md and "mnist" in md and "5000" in md and "prune rate: 0.2" in md
+    assert (
+        "Config: model: lenet300_100 · dataset: mnist · steps: 5000 · rounds: 4 · "
+        "prune rate: 0.2 (head: 0.1) · trials: 3\n" in md
+    )
     assert "report.png" in md
     for pct in ("100", "80", "64", "51.2", "41"):
         assert f" {pct} |" in text
@@ -277,11 +299,57 @@ def test_labels_unique():
 
 
 def test_config_summary():
-    line = report.config_summary(
-        {"model": "cnn", "data": {"name": "cifar10"}, "num_steps": 100, "eval": {"steps": 5}}
+    # The real config keys: model.name, dataset.name, train.steps, imp.rounds,
+    # imp.prune_rate (+ per-layer rates), num_trials.
+    line = report.config_summary(_config(**{"imp.layer_rates": {}}))
+    assert line == (
+        "model: mlp · dataset: mnist1d · steps: 3000 · rounds: 13 · prune rate: 0.2 · trials: 4"
     )
-    assert line == "model: cnn · dataset: cifar10 · steps: 100"
+    # Non-default scope, rewinding and kind are shown; nothing else is guessed.
+    line = report.config_summary(
+        _config(
+            **{
+                "kind": "instability",
+                "model.name": "resnet20",
+                "imp.scope": "global",
+                "imp.rewind": "lr",
+                "imp.rewind_step": 2000,
+            }
+        )
+    )
+    assert line.startswith("kind: instability · model: resnet20 · ")
+    assert "prune rate: 0.2 (head: 0.1), global · rewind: lr to step 2000 · trials: 4" in line
+    assert report.config_summary({"model": "cnn", "num_steps": 100}) == ""
     assert report.config_summary({}) == ""
+
+
+def test_every_arm_line_starts_at_the_dense_point():
+    # Records as lottery.run writes them: round 0 is arm "dense".
+    recs = [{**r, "arm": "dense"} if r["round"] == 0 else r for r in _records(barrier=False)]
+    rows = report.summarize(recs)
+    lines = report.arm_lines(rows)
+    assert list(lines) == ["ticket", "reinit", "random_mask"]  # no line for "dense" itself
+    dense = next(r for r in rows if r["round"] == 0)
+    for arm, line in lines.items():
+        assert line[0] is dense and line[0]["density"] == 1.0
+        assert [r["round"] for r in line] == list(range(ROUNDS))
+        assert all(r["arm"] == arm for r in line[1:])
+    # An arm with a round-0 record of its own keeps it; the others start there too.
+    lines = report.arm_lines(report.summarize(_records(barrier=False)))
+    assert lines["ticket"][0]["arm"] == "ticket"
+    assert lines["reinit"][0] is lines["ticket"][0]
+
+
+def test_dense_records_pooled_when_several():
+    recs = [r for r in _records(barrier=False) if r["round"] == 0]
+    recs += [{**r, "arm": "dense2", "final_test_accuracy": 0.5} for r in recs]
+    recs += [r for r in _records(barrier=False) if r["round"] == 1]
+    rows = report.summarize(recs)
+    start = report.arm_lines(rows)["reinit"][0]
+    vals = [r["final_test_accuracy"] for r in recs if r["round"] == 0]
+    assert start["n"] == len(vals)
+    assert start["final_test_accuracy_mean"] == pytest.approx(np.mean(vals))
+    assert start["final_test_accuracy_min"] == min(vals)
 
 
 def _check_png(path):

@@ -1,0 +1,196 @@
+"""Instability analysis (Frankle et al. 2020): linear mode connectivity of IMP subnetworks.
+
+``lth-jax run`` with ``config.kind = "instability"`` runs the IMP experiment of
+the config (:func:`lth_jax.lottery.run`: every round, every arm, checkpoints)
+and then, for every round ``r`` (round 0 is the dense network):
+
+1. take the round's ticket mask ``m_r`` and the rewind point ``theta_k``
+   (the weights saved at ``imp.rewind_step = k``; ``k = 0`` is the
+   initialization) from the round's checkpoint;
+2. train **two copies** of ``m_r * theta_k`` from step ``k`` to
+   ``train.steps``, each with its own SGD noise: data-order and dropout keys of
+   purposes ``instability_data_a`` / ``instability_data_b`` (and
+   ``instability_dropout_a`` / ``_b``) for that trial and round, with the
+   config's optimizer and schedule (a fresh optimizer state, as a rewound
+   ticket gets);
+3. evaluate the **test error** ``err(alpha)`` of ``(1 - alpha) A + alpha B`` at
+   ``num_points`` evenly spaced ``alpha`` in ``[0, 1]`` (default 11);
+4. record the **error barrier** (Frankle et al. 2020, Section 2)::
+
+       barrier = max_alpha err(alpha) - (err(0) + err(1)) / 2
+
+   A subnetwork is *stable* (linearly mode connected) when its barrier is
+   about 0 (the paper uses 2 percentage points as the threshold).
+
+The copies always start from ``theta_k`` whatever ``imp.rewind`` says (the
+analysis is about rewinding weights); with ``imp.rewind_step = 0`` it measures
+the stability of rewinding to initialization.
+
+**Batch norm.** Running statistics (``batch_stats``) are interpolated linearly
+together with the params (what interpolating a PyTorch ``state_dict`` does);
+they are not recomputed for the interpolated network. Recomputing them would
+lower the barrier of unstable pairs somewhat; stable pairs are close in weight
+space and barely affected.
+
+**Records.** Barriers are cached per ``(round, trial)`` in
+``<workdir>/instability.jsonl`` (so a resumed run does not retrain copies) and
+merged into ``metrics.jsonl``: each ``ticket`` (or round-0 ``dense``) record
+gains ``barrier`` (an error difference, a fraction like the accuracies),
+``barrier_alphas`` and ``barrier_test_error`` (the whole curve), which
+``lth-jax report`` shows as an extra column and panel.
+
+Settings (optional block ``config.instability``): ``num_points`` (int >= 2,
+default 11).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lth_jax import checkpoint as ckpt_lib
+from lth_jax import config as config_lib
+from lth_jax import lottery, parallel
+
+__all__ = ["run", "interpolate", "barrier", "interpolation_errors", "train_copies"]
+
+INSTABILITY = "instability.jsonl"
+DEFAULT_NUM_POINTS = 11
+
+
+def interpolate(a, b, alpha):
+    """``(1 - alpha) a + alpha b`` leaf by leaf, exactly ``a`` at 0 and ``b`` at 1."""
+    return jax.tree.map(lambda x, y: jnp.where(alpha == 1, y, x + alpha * (y - x)), a, b)
+
+
+def barrier(errors):
+    """Error barrier of curves ``errors[..., num_points]`` (alpha from 0 to 1).
+
+    ``max(errors) - (errors[0] + errors[-1]) / 2`` along the last axis.
+
+    Example:
+      >>> float(barrier(np.array([0.10, 0.30, 0.12])))
+      0.19
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    return np.round(e.max(axis=-1) - 0.5 * (e[..., 0] + e[..., -1]), 12)
+
+
+def interpolation_errors(engine, params_a, bs_a, params_b, bs_b, alphas):
+    """Test errors ``(runs, len(alphas))`` along the segments from A to B.
+
+    Params and batch stats carry a leading run axis; the runs are evaluated
+    together, one compiled evaluation per ``alpha``.
+    """
+    evaluate = jax.jit(jax.vmap(engine._evaluate, in_axes=(0, 0, None)))
+    test = engine._data["test"]
+    out = []
+    for alpha in alphas:
+        a = jnp.float32(alpha)
+        _, acc = evaluate(interpolate(params_a, params_b, a), interpolate(bs_a, bs_b, a), test)
+        out.append(1.0 - np.asarray(acc, dtype=np.float64))
+    return np.stack(out, axis=-1)
+
+
+def train_copies(exp: lottery.Experiment, state, round_: int):
+    """Trains the two copies of one round; returns ``((params_a, bs_a), (params_b, bs_b))``."""
+    t = len(exp.trials)
+    twice = lambda tree: jax.tree.map(lambda a: jnp.concatenate([a, a], axis=0), tree)
+    keys = lambda kind: jnp.concatenate(
+        [exp.keys(round_, f"instability_{kind}_{c}") for c in ("a", "b")], axis=0
+    )
+    rewind = state["rewind"]
+    inputs = (
+        twice(rewind["params"]),
+        twice(rewind.get("batch_stats", {})),
+        twice(state["ticket"]["mask"]),
+        keys("data"),
+        keys("dropout"),
+    )
+    inputs, _ = parallel.pad_runs(inputs, exp.engine.num_shards())
+    runs = exp.engine.new_runs(*inputs)
+    runs, _, _ = exp.engine.train(runs, exp.config.imp.rewind_step, desc=f"round {round_} copies")
+    part = lambda tree, j: jax.tree.map(lambda a: a[j * t : (j + 1) * t], tree)
+    return (
+        (part(runs.params, 0), part(runs.batch_stats, 0)),
+        (part(runs.params, 1), part(runs.batch_stats, 1)),
+    )
+
+
+def _num_points(config) -> int:
+    block = config.get("instability", None)
+    n = DEFAULT_NUM_POINTS if block is None else block.get("num_points", DEFAULT_NUM_POINTS)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise config_lib.ConfigError(f"instability.num_points must be an integer >= 2, got {n!r}")
+    return n
+
+
+def _round_results(exp, state, round_: int, alphas) -> list[dict]:
+    (pa, ba), (pb, bb) = train_copies(exp, state, round_)
+    errors = interpolation_errors(exp.engine, pa, ba, pb, bb, alphas)
+    bars = barrier(errors)
+    return [
+        {
+            "round": round_,
+            "trial": int(trial),
+            "barrier": float(bars[i]),
+            "barrier_alphas": [float(a) for a in alphas],
+            "barrier_test_error": [float(e) for e in errors[i]],
+        }
+        for i, trial in enumerate(exp.trials)
+    ]
+
+
+def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None = None):
+    """Runs (or resumes) IMP plus the instability analysis; returns the merged records.
+
+    Raises:
+      ConfigError: a bad config value, or ``checkpoint.max_to_keep`` too small
+        to keep every round (each round's checkpoint is read back).
+    """
+    config_lib.validate(config)
+    alphas = np.linspace(0.0, 1.0, _num_points(config))
+    keep = config.checkpoint.max_to_keep
+    if keep is not None and keep < config.imp.rounds + 1:
+        raise config_lib.ConfigError(
+            f"checkpoint.max_to_keep must be unset or >= imp.rounds + 1 = "
+            f"{config.imp.rounds + 1} for kind 'instability' (every round is read back), "
+            f"got {keep}"
+        )
+    cache_path = os.path.join(workdir, INSTABILITY)
+    if overwrite and os.path.exists(cache_path):
+        os.remove(cache_path)
+    records = lottery.run(config, workdir, overwrite=overwrite, progress=progress)
+
+    cached = {}
+    if os.path.exists(cache_path):
+        cached = {(r["round"], r["trial"]): r for r in ckpt_lib.read_jsonl(cache_path)}
+    trials = range(config.num_trials)
+    todo = [r for r in range(config.imp.rounds + 1) if any((r, t) not in cached for t in trials)]
+    is_main = jax.process_index() == 0
+    if todo:
+        exp = lottery.Experiment(config, progress=progress)
+        ck = ckpt_lib.RoundCheckpointer(os.path.join(workdir, "checkpoints"))
+        try:
+            for r in todo:
+                state, _ = ck.restore(r)
+                for res in _round_results(exp, jax.tree.map(jnp.asarray, state), r, alphas):
+                    cached[(r, res["trial"])] = res
+                    if is_main:
+                        ckpt_lib.append_jsonl(cache_path, res)
+        finally:
+            ck.close()
+
+    extra = ("barrier", "barrier_alphas", "barrier_test_error")
+    merged = []
+    for rec in records:
+        res = cached.get((rec["round"], rec["trial"]))
+        if res is not None and rec["arm"] in ("ticket", "dense"):
+            rec = {**rec, **{k: res[k] for k in extra}}
+        merged.append(rec)
+    if is_main:
+        ckpt_lib.write_jsonl_atomic(os.path.join(workdir, lottery.METRICS), merged)
+    return merged
