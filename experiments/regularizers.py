@@ -1,0 +1,147 @@
+"""Runs every setting of ``configs/regularizers_mnist1d.py`` and writes a comparison table.
+
+Usage::
+
+    python experiments/regularizers.py --out experiments/results/regularizers \
+        [--workroot /tmp/regularizers] [--trials 5] [--settings none,l1] [--config.KEY=VALUE]
+
+Each setting is one dense run per trial through :func:`lth_jax.lottery.run`
+(``imp.rounds = 0``) in ``<workroot>/<setting>`` (resumable like any run). The
+final weights are read back from the round-0 checkpoint to count, over all
+kernels (dense weights; biases excluded), the fraction that is **exactly**
+``0.0`` and the fraction below ``1e-3`` in magnitude. Writes
+``<out>/table.md`` and ``<out>/results.json`` (per-trial numbers and each
+setting's config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PRESET = os.path.join(HERE, "configs", "regularizers_mnist1d.py")
+SMALL = 1e-3
+
+
+def _preset():
+    spec = importlib.util.spec_from_file_location("regularizers_mnist1d", PRESET)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _describe(c) -> str:
+    o, m = c.optimizer, c.model.kwargs
+    parts = []
+    if o.l2:
+        parts.append(f"coupled L2 {o.l2:g}")
+    if o.weight_decay:
+        parts.append(f"decoupled weight decay {o.weight_decay:g}")
+    if o.l1:
+        parts.append(f"proximal L1 {o.l1:g}")
+    if m.get("dropout", 0.0):
+        parts.append(f"dropout {m.dropout:g}")
+    if o.max_norm:
+        parts.append(f"max-norm {o.max_norm:g}")
+    return ", ".join(parts) or "none"
+
+
+def _kernel_stats(params) -> tuple[np.ndarray, np.ndarray]:
+    """Per trial: fraction of kernel weights exactly 0, and with ``|w| < SMALL``."""
+    from lth_jax import masks
+
+    kernels = [np.asarray(v) for p, v in masks.named_leaves(params) if p.endswith("kernel")]
+    flat = np.concatenate([k.reshape(k.shape[0], -1) for k in kernels], axis=1)
+    return np.mean(flat == 0.0, axis=1), np.mean(np.abs(flat) < SMALL, axis=1)
+
+
+def run_setting(setting: str, workdir: str, trials: int, overrides: list[str]) -> dict:
+    from lth_jax import checkpoint, lottery
+
+    c = _preset().get_config(setting)
+    c.num_trials = trials
+    c.progress = False
+    for item in overrides:
+        key, value = item.split("=", 1)
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = type(node[leaf])(value) if node[leaf] is not None else value
+    t0 = time.perf_counter()
+    records = lottery.run(c, workdir)
+    ck = checkpoint.RoundCheckpointer(os.path.join(workdir, "checkpoints"))
+    state, _ = ck.restore(0)
+    ck.close()
+    zero, small = _kernel_stats(state["ticket"]["params"])
+    recs = sorted((r for r in records if r["round"] == 0), key=lambda r: r["trial"])
+    return {
+        "setting": setting,
+        "regularizer": _describe(c),
+        "final_test_accuracy": [r["final_test_accuracy"] for r in recs],
+        "test_accuracy_at_best_val": [r["test_accuracy_at_best_val"] for r in recs],
+        "exact_zero_fraction": zero.tolist(),
+        "below_1e-3_fraction": small.tolist(),
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "config": json.loads(c.to_json(sort_keys=True)),
+    }
+
+
+def _ms(values, scale=100.0, digits=2) -> str:
+    a = np.asarray(values, dtype=np.float64) * scale
+    if a.size == 1:
+        return f"{a[0]:.{digits}f}"
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1):.{digits}f}"
+
+
+def format_table(results: list[dict]) -> str:
+    header = (
+        "| setting | regularizer | final test acc (%) | test acc at early stop (%) "
+        "| weights exactly 0 (%) | weights with abs < 1e-3 (%) |"
+    )
+    lines = [header, "|:--|:--|--:|--:|--:|--:|"]
+    for r in results:
+        lines.append(
+            f"| {r['setting']} | {r['regularizer']} | {_ms(r['final_test_accuracy'])} "
+            f"| {_ms(r['test_accuracy_at_best_val'])} | {_ms(r['exact_zero_fraction'])} "
+            f"| {_ms(r['below_1e-3_fraction'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="where table.md and results.json go")
+    p.add_argument("--workroot", default=os.path.join("runs", "regularizers"))
+    p.add_argument("--trials", type=int, default=5)
+    p.add_argument("--settings", default=None, help="comma-separated subset of the settings")
+    args, rest = p.parse_known_args(argv)
+    overrides = [a[len("--config.") :] for a in rest if a.startswith("--config.")]
+    unknown = [a for a in rest if not a.startswith("--config.")]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    settings = _preset().SETTINGS if args.settings is None else args.settings.split(",")
+    results = []
+    for s in settings:
+        print(f"== {s}", file=sys.stderr, flush=True)
+        results.append(run_setting(s, os.path.join(args.workroot, s), args.trials, overrides))
+        print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    table = format_table(results)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Every preset under experiments/configs/ loads, validates, builds its model and runs.
+
+Two levels:
+
+* every ``(file, argument)`` pair: ``get_config`` works, the config validates,
+  the model builds with ``model.kwargs`` and every ``imp.layer_rates`` pattern
+  matches a prunable layer (no data, no training: cheap);
+* one argument per file: ``lth-jax run --config FILE:ARG`` end to end for a
+  couple of steps (1 round, 1 trial, tiny batch), on MNIST-1D or on TFDS data
+  mocked by ``tfds.testing.mock_data``, then the report.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from lth_jax import cli, data, models, pruning
+from lth_jax import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(ROOT, "experiments", "configs")
+FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, "*.py")))
+
+# Every argument each preset accepts (None: the file takes none, or its default).
+ARGS = {
+    "lenet300_100_mnist.py": [None],
+    "conv_cifar10.py": [None, "conv2", "conv4", "conv6", "conv2,dropout", "conv4,dropout",
+                        "conv6,dropout"],
+    "vgg19_cifar10.py": [None, "rewind", "warmup", "init"],
+    "resnet20_cifar10.py": [None, "rewind", "warmup", "init"],
+    "renda_resnet20.py": [None, "weights", "lr", "finetune", "init"],
+    "srivastava_dropout_mnist.py": [None, "maxnorm", "dropout", "standard", "l2"],
+    "regularizers_mnist1d.py": [None, "none", "l2", "weight_decay", "l1", "dropout",
+                                "dropout_maxnorm"],
+    "mnist1d_lottery.py": [None],
+    "mnist1d_instability.py": [None, "0", "500"],
+    "resnet20_instability.py": [None, "0", "2000"],
+}  # fmt: skip
+
+# The argument run end to end for each file (the cheapest that still covers the file).
+RUN = {
+    "lenet300_100_mnist.py": None,
+    "conv_cifar10.py": "conv6,dropout",
+    "vgg19_cifar10.py": "rewind",
+    "resnet20_cifar10.py": "warmup",
+    "renda_resnet20.py": "lr",
+    "srivastava_dropout_mnist.py": None,
+    "regularizers_mnist1d.py": "dropout_maxnorm",
+    "mnist1d_lottery.py": None,
+    "mnist1d_instability.py": None,
+    "resnet20_instability.py": "2000",
+}
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(CONFIG_DIR, name))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _get_config(name, arg):
+    mod = _load(name)
+    return mod.get_config() if arg is None else mod.get_config(arg)
+
+
+# Kinds this file runs; presets of other kinds (``transfer``) are only loaded here and
+# are run by their own runner's tests.
+KINDS = ("lottery", "instability")
+
+
+def _kind(name, arg=None):
+    return _get_config(name, arg).get("kind", "lottery")
+
+
+def test_every_preset_is_listed():
+    ours = {n for n in FILES if _kind(n) in KINDS}
+    assert ours == set(ARGS) == set(RUN)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_docstring_has_command_and_published_result(name):
+    with open(os.path.join(CONFIG_DIR, name)) as f:
+        doc = ast.get_docstring(ast.parse(f.read()))
+    assert doc, f"{name} has no module docstring"
+    assert f"--config experiments/configs/{name}" in doc
+    assert "--workdir" in doc
+    assert "Published" in doc or "published" in doc
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_preset_loads(name):
+    assert _get_config(name, None) is not None
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n in ARGS for a in ARGS[n]])
+def test_config_validates_and_model_builds(name, arg):
+    c = _get_config(name, arg)
+    config_lib.validate(c)
+    spec = data.get_spec(c.dataset.name)
+    model = models.get(c.model.name, num_classes=spec.num_classes, **c.model.kwargs.to_dict())
+    x = np.zeros((1, *spec.input_shape), np.float32)
+    shapes = jax.eval_shape(lambda k: model.init({"params": k}, x), jax.random.key(0))
+    pruning.resolve_layer_rates(shapes["params"], c.imp.prune_rate, dict(c.imp.layer_rates))
+    # The config survives the round trip through config.json (what resuming compares).
+    json.loads(c.to_json())
+
+
+def test_bad_argument_is_refused():
+    for name in (
+        "conv_cifar10.py",
+        "vgg19_cifar10.py",
+        "renda_resnet20.py",
+        "resnet20_instability.py",
+    ):
+        with pytest.raises(ValueError, match="takes"):
+            _get_config(name, "bogus")
+
+
+@pytest.fixture(scope="module")
+def mnist1d_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("presets_data")
+    data.load("mnist1d", "train", data_dir=d)
+    return str(d)
+
+
+def _tiny_overrides(c, data_dir):
+    """Command-line overrides that make a preset run in seconds."""
+    k = 1 if c.imp.rewind_step else 0
+    over = {
+        "train.steps": 2,
+        "train.eval_every": 1,
+        "train.batch_size": 4,
+        "train.eval_batch_size": 8,
+        "imp.rounds": min(c.imp.rounds, 1),
+        "imp.rewind_step": k,
+        "num_trials": 1,
+        "num_devices": 1,
+        "progress": False,
+        "optimizer.warmup_steps": min(c.optimizer.warmup_steps, 1),
+        "dataset.data_dir": data_dir,
+        "dataset.val_size": 4 if c.dataset.name != "mnist1d" else 100,
+    }
+    if c.dataset.name != "mnist1d":  # one arm: every round has one run, one compilation
+        over["arms"] = "('ticket',)"
+    return [f"--config.{key}={value}" for key, value in over.items()]
+
+
+@pytest.mark.parametrize("name", sorted(RUN))
+def test_preset_runs_through_the_cli(name, tmp_path, mnist1d_dir, monkeypatch, capsys):
+    arg = RUN[name]
+    c = _get_config(name, arg)
+    path = os.path.join(CONFIG_DIR, name) + ("" if arg is None else f":{arg}")
+    workdir = str(tmp_path / "run")
+    argv = ["run", "--config", path, "--workdir", workdir, *_tiny_overrides(c, mnist1d_dir)]
+    if c.dataset.name == "mnist1d":
+        rc = cli.main(argv)
+    else:
+        pytest.importorskip("tensorflow")
+        tfds = pytest.importorskip("tensorflow_datasets")
+        monkeypatch.setenv("LTH_JAX_OFFLINE", "0")  # "download": a no-op under mock_data
+        with tfds.testing.mock_data(num_examples=16):
+            rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        recs = [json.loads(line) for line in f]
+    rounds = min(c.imp.rounds, 1)
+    assert {r["round"] for r in recs} == set(range(rounds + 1))
+    assert all(np.isfinite(r["final_test_accuracy"]) for r in recs)
+    if c.kind == "instability":
+        assert all("barrier" in r for r in recs if r["arm"] in ("ticket", "dense"))
+    assert os.path.exists(os.path.join(workdir, "report.png"))
