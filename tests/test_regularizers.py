@@ -291,7 +291,7 @@ def test_max_norm_bounds_column_norms(seed, c, scale):
     np.testing.assert_allclose(norms[big], c, rtol=1e-5)  # projected onto the sphere
     np.testing.assert_allclose(new["kernel"][:, ~big], z[:, ~big], rtol=1e-5, atol=1e-6)
     # Projection is along the column: direction is kept.
-    np.testing.assert_allclose(new["kernel"] * z_norms, z * norms, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new["kernel"] / norms, z / z_norms, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(du["bias"], u["bias"])  # bias untouched
 
 
