@@ -107,6 +107,38 @@ def make_schedule(opt, total_steps: int) -> Callable[[Any], Any]:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
+def optimizer_chain(opt, learning_rate) -> optax.GradientTransformation:
+    """The chain inside :func:`make_optimizer`'s ``inject_hyperparams`` (no mask).
+
+    ``opt`` is the config's ``optimizer`` block, ``learning_rate`` a float, a
+    schedule or the injected (traced) learning rate. Used as is by
+    :mod:`lth_jax.transfer` inside its freezing and L2-SP wrappers.
+    """
+    from lth_jax import regularizers as reg
+
+    name = opt.name
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}")
+    parts = []
+    if opt.get("l2", 0.0):
+        parts.append(reg.add_l2(float(opt.l2)))
+    if name == "sgd":
+        parts.append(optax.sgd(learning_rate))
+    elif name == "momentum":
+        parts.append(
+            optax.sgd(learning_rate, momentum=float(opt.momentum), nesterov=bool(opt.nesterov))
+        )
+    else:
+        parts.append(optax.adam(learning_rate))
+    if opt.get("weight_decay", 0.0):
+        parts.append(reg.decoupled_weight_decay(float(opt.weight_decay), learning_rate))
+    if opt.get("l1", 0.0):
+        parts.append(reg.prox_l1(float(opt.l1), learning_rate))
+    if opt.get("max_norm", 0.0):
+        parts.append(reg.max_norm(float(opt.max_norm)))
+    return optax.chain(*parts)
+
+
 def make_optimizer(opt) -> optax.GradientTransformation:
     """The optax chain of an ``optimizer`` config block, wrapped to keep masks.
 
@@ -123,31 +155,11 @@ def make_optimizer(opt) -> optax.GradientTransformation:
     ``adamw`` is ``adam`` with ``weight_decay`` decoupled (as above). The learning
     rate is a hyperparameter set by the engine every step from the schedule.
     """
-    from lth_jax import regularizers as reg
-
-    name = opt.name
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}")
+    if opt.name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {opt.name!r}")
 
     def factory(learning_rate):
-        parts = []
-        if opt.get("l2", 0.0):
-            parts.append(reg.add_l2(float(opt.l2)))
-        if name == "sgd":
-            parts.append(optax.sgd(learning_rate))
-        elif name == "momentum":
-            parts.append(
-                optax.sgd(learning_rate, momentum=float(opt.momentum), nesterov=bool(opt.nesterov))
-            )
-        else:
-            parts.append(optax.adam(learning_rate))
-        if opt.get("weight_decay", 0.0):
-            parts.append(reg.decoupled_weight_decay(float(opt.weight_decay), learning_rate))
-        if opt.get("l1", 0.0):
-            parts.append(reg.prox_l1(float(opt.l1), learning_rate))
-        if opt.get("max_norm", 0.0):
-            parts.append(reg.max_norm(float(opt.max_norm)))
-        return optax.chain(*parts)
+        return optimizer_chain(opt, learning_rate)
 
     return masks_lib.keep_pruned(
         optax.inject_hyperparams(factory)(learning_rate=float(opt.learning_rate))

@@ -127,7 +127,7 @@ from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
 from lth_jax import parallel, pruning, rng
 from lth_jax.regularizers_sp import add_l2_sp
-from lth_jax.train import Engine, early_stop
+from lth_jax.train import Engine, early_stop, optimizer_chain
 
 __all__ = [
     "transfer_config",
@@ -633,40 +633,6 @@ def transfer_mask(
 # ----------------------------------------------------------------------------- optimizer
 
 
-def _base_chain(opt, learning_rate) -> optax.GradientTransformation:
-    """The chain of :func:`lth_jax.train.make_optimizer` inside its ``inject_hyperparams``.
-
-    Mirrors it (coupled L2, the optimizer, decoupled weight decay, proximal
-    L1, max-norm), so a fine-tune run with nothing frozen and no L2-SP trains
-    like :class:`~lth_jax.train.Engine` would.
-    """
-    from lth_jax import regularizers as reg
-
-    name = opt.name
-    parts = []
-    if opt.get("l2", 0.0):
-        parts.append(reg.add_l2(float(opt.l2)))
-    if name == "sgd":
-        parts.append(optax.sgd(learning_rate))
-    elif name == "momentum":
-        parts.append(
-            optax.sgd(learning_rate, momentum=float(opt.momentum), nesterov=bool(opt.nesterov))
-        )
-    else:
-        parts.append(optax.adam(learning_rate))
-    # The injected learning rate is a traced array inside the compiled step; the
-    # regularizers check a plain learning rate with float(), so it goes in as a
-    # schedule (a callable), which they evaluate without checking.
-    lr_fn = lambda count: learning_rate
-    if opt.get("weight_decay", 0.0):
-        parts.append(reg.decoupled_weight_decay(float(opt.weight_decay), lr_fn))
-    if opt.get("l1", 0.0):
-        parts.append(reg.prox_l1(float(opt.l1), lr_fn))
-    if opt.get("max_norm", 0.0):
-        parts.append(reg.max_norm(float(opt.max_norm)))
-    return optax.chain(*parts)
-
-
 def make_finetune_optimizer(
     opt, trainable=None, l2_sp: float = 0.0, sp_mask=None
 ) -> optax.GradientTransformation:
@@ -689,7 +655,7 @@ def make_finetune_optimizer(
     """
 
     def factory(learning_rate):
-        inner = _base_chain(opt, learning_rate)
+        inner = optimizer_chain(opt, learning_rate)
         if trainable is not None:
             labels = jax.tree.map(lambda t: "train" if t else "freeze", trainable)
             inner = optax.multi_transform({"train": inner, "freeze": optax.set_to_zero()}, labels)
