@@ -233,13 +233,14 @@ def _time_matmul(f, args, reps, flops, repeats):
 # ----------------------------------------------------------------------------- engine
 
 
-def _unmasked_optimizer(lr=1.2e-3):
-    """Adam as ``make_optimizer`` builds it, with the same state layout but no masking."""
+def _unmasked_optimizer(lr=1.2e-3, name="adam"):
+    """Adam (or SGD) as ``make_optimizer`` builds it, with the same state layout but no masking."""
     import optax
 
     from lth_jax import masks as masks_lib
 
-    inner = optax.inject_hyperparams(lambda learning_rate: optax.chain(optax.adam(learning_rate)))(
+    opt = getattr(optax, name)
+    inner = optax.inject_hyperparams(lambda learning_rate: optax.chain(opt(learning_rate)))(
         learning_rate=lr
     )
 
@@ -487,8 +488,12 @@ def lenet(s, roof, compiles):
     eng_u = _make_engine(model, data, steps, steps, mesh_one, tx=_unmasked_optimizer())
     eng_u._data = eng_m._data  # the same arrays on the same device: one copy
     eng_all = _make_engine(model, data, steps, steps, mesh_all)
+    # The same K runs with unmasked plain SGD: how much of a step Adam and the mask cost.
+    eng_sgd = _make_engine(model, data, steps, steps, mesh_all, tx=_unmasked_optimizer(name="sgd"))
+    eng_sgd._data = eng_all._data
     masked = _Timed(eng_m, 1).warm()
     unmasked = _Timed(eng_u, 1, density=None).warm()
+    sgd_many = _Timed(eng_sgd, s.many, density=None).warm()
     sweep = {}
     for k in sorted(set(s.trials) | {s.many}):
         before = len(compiles.events)
@@ -500,6 +505,7 @@ def lenet(s, roof, compiles):
     for _ in range(s.repeats):
         masked.sample()
         unmasked.sample()
+        sgd_many.sample()
         for t in sweep.values():
             t.sample()
         pairs_mask.append(unmasked.samples[-1] / masked.samples[-1])
@@ -524,14 +530,93 @@ def lenet(s, roof, compiles):
     res["trials"] = [r for r in trials if r["K"] in s.trials]
     many = next(r for r in trials if r["K"] == s.many)
     res["engine_many"] = {**many, "K": s.many}
-    del eng_m, eng_u, eng_all
+    res["engine_many_sgd_unmasked"] = {**sgd_many.result(), "K": s.many}
+    del eng_m, eng_u, eng_all, eng_sgd
     res["python_loop_1trial"] = python_loop(s, data, model)
-    for key in ("engine_1trial_1device", "unmasked_1trial_1device", "python_loop_1trial"):
+    for key in (
+        "engine_1trial_1device",
+        "unmasked_1trial_1device",
+        "python_loop_1trial",
+        "engine_many_sgd_unmasked",
+    ):
         res[key]["mfu"] = mfu(res[key]["median"])
     res["xla_flops_per_step"] = res["python_loop_1trial"]["xla_flops_per_step"]
     res["many_vs_one_trial_alone"] = float(np.median(pairs_many))
     res["many_vs_K1_same_mesh"] = many["median"] / base
     return res
+
+
+def gemm_ceiling(s, roof):
+    """The matmuls of a LeNet-300-100 step alone, laid out like the engine: a ceiling for its MFU.
+
+    Per run, a ``lax.scan`` of ``steps`` iterations of exactly the GEMMs of a
+    training step at batch 60 (3 forward, 3 weight-gradient and 2
+    input-gradient products; the first layer's input gradient is not
+    computed, as in the real step) plus an SGD-like update so that each
+    iteration depends on the last; no activation, loss, optimizer, mask or
+    data indexing. Runs are spread over the devices with ``shard_map`` and
+    computed one after another on each device, as :class:`lth_jax.train.Engine`
+    does. Reported as steps/s and as MFU with the same model-FLOP count as the
+    engine, so the gap between the two is the cost of everything that is not a
+    matmul; the gap between this and 100% is what XLA's CPU GEMMs reach at these
+    small shapes.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from lth_jax import parallel
+
+    batch, dims = 60, (784, 300, 100, 10)
+    r = np.random.default_rng(0)
+    x = jnp.asarray(r.standard_normal((batch, dims[0]), dtype=np.float32))
+    g = jnp.asarray(r.standard_normal((batch, dims[-1]), dtype=np.float32))
+    w0 = [
+        (0.05 * r.standard_normal((a, b))).astype(np.float32) for a, b in zip(dims[:-1], dims[1:])
+    ]
+    steps = s.steps
+
+    def step(ws, _):
+        w1, w2, w3 = ws
+        h1 = x @ w1
+        h2 = h1 @ w2
+        d3 = g + 1e-3 * (h2 @ w3)
+        d2 = d3 @ w3.T
+        d1 = d2 @ w2.T
+        grads = (x.T @ d1, h1.T @ d2, h2.T @ d3)
+        return tuple(w - 1e-6 * dw for w, dw in zip(ws, grads)), None
+
+    def one_run(ws):
+        return jax.lax.scan(step, ws, None, length=steps)[0]
+
+    flops = 6 * LENET_MACS * batch
+    out = {"steps_per_call": steps, "note": "GEMMs of a LeNet step only; MFU as for the engine"}
+    for label, ndev, k in (("1run_1device", 1, 1), ("many", len(jax.local_devices()), s.many)):
+        mesh = parallel.make_mesh(ndev)
+        spec = PartitionSpec("runs")
+        f = jax.jit(
+            jax.shard_map(
+                lambda ws: jax.lax.map(one_run, ws),
+                mesh=mesh,
+                in_specs=spec,
+                out_specs=spec,
+            )
+        )
+        ws = tuple(
+            jax.device_put(jnp.broadcast_to(w, (k, *w.shape)), NamedSharding(mesh, spec))
+            for w in w0
+        )
+        jax.block_until_ready(f(ws))
+        samples = []
+        for _ in range(s.repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(f(ws))
+            samples.append(k * steps / (time.perf_counter() - t))
+        st = _stats(samples)
+        st.update(K=k, devices=ndev, mfu=st["median"] * flops / (roof * 1e9))
+        out[label] = st
+    return out
 
 
 # ----------------------------------------------------------------------------- IMP
@@ -766,6 +851,28 @@ def _table(res):
             + cores(many),
         ),
     ]
+    sg = L["engine_many_sgd_unmasked"]
+    rows.append(
+        (
+            f"LeNet engine, {sg['K']} trials, plain SGD, no mask",
+            f(sg) + " trial-steps/s",
+            f"MFU {pct(sg['mfu'])}: masked Adam costs "
+            f"{100 * (sg['median'] / many['median'] - 1):+.0f}% per step",
+        )
+    )
+    if "gemm_ceiling" in res:
+        for key, what in (
+            ("1run_1device", "1 run, 1 device"),
+            ("many", "{K} runs, {devices} devices"),
+        ):
+            g = res["gemm_ceiling"][key]
+            rows.append(
+                (
+                    "LeNet GEMMs only, " + what.format(**g),
+                    f(g) + " steps/s",
+                    "MFU " + pct(g["mfu"]) + " (the matmuls of a step, nothing else)",
+                )
+            )
     for r in L["trials"]:
         rows.append(
             (
@@ -857,6 +964,7 @@ def main(argv=None) -> int:
     if not args.no_imp:
         res["imp"] = timed("imp", imp, s, compiles)
     res["lenet"] = timed("lenet", lenet, s, roof, compiles)
+    res["gemm_ceiling"] = timed("gemm_ceiling", gemm_ceiling, s, roof)
     res["compile_cache"] = timed("compile_cache", compile_cache, s)
     if jax.default_backend() != "cpu" or args.conv:
         res["conv"] = timed("conv", conv_models, s, roof)
@@ -872,7 +980,10 @@ def main(argv=None) -> int:
             L["unmasked_1trial_1device"],
             L["python_loop_1trial"],
             L["engine_many"],
+            L["engine_many_sgd_unmasked"],
             *L["trials"],
+            res["gemm_ceiling"]["1run_1device"],
+            res["gemm_ceiling"]["many"],
         ]:
             r["mfu"] = r["median"] * f / (roof * 1e9)
     res["memory"] = {"peak_rss_mib": _rss_mib(), "device_memory": _device_memory()}
