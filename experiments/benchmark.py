@@ -267,9 +267,8 @@ def _make_engine(model, dataset, steps, eval_every, mesh, tx=None, batch_size=60
         eval_batch_size=min(1000, int(dataset.val_x.shape[0])),
         mesh=mesh,
         progress=False,
+        tx=tx,
     )
-    if tx is not None:
-        eng.tx = tx  # before the first compile
     return eng
 
 

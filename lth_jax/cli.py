@@ -20,6 +20,12 @@ Under the free-form blocks ``imp.layer_rates``, ``model.kwargs`` and
 ``instability`` new keys may be added (``--config.imp.layer_rates.head=0.1``:
 everything after the block's name is the key, dots included).
 
+Configs are ``ml_collections`` ``ConfigDict`` s and overrides are typed by them,
+as with ``ml_collections.config_flags``; the arguments are parsed here rather
+than by ``config_flags`` because it cannot add keys under the free-form blocks
+(``--config.imp.layer_rates.head=0.1`` is an unknown flag to it) and its
+errors are absl usage dumps, not the one line with exit status 2 below.
+
 Exit status: 0 done; 2 bad input (one plain line on stderr, ``lth-jax: error:
 ...``, naming the bad value and what is allowed; no traceback); 130 stopped by
 SIGINT and 143 by SIGTERM (a checkpoint was saved first: run the same command to

@@ -285,6 +285,11 @@ class Engine:
       augment: apply CIFAR-style random crop and flip to training batches.
       mesh: optional ``jax.sharding.Mesh`` with a ``runs`` axis to spread runs on.
       progress: show a tqdm bar per training call.
+      tx: optional optimizer replacing ``make_optimizer(optimizer)``; it must
+        have the same state layout (a ``KeepPrunedState`` around an
+        ``inject_hyperparams`` state with a ``learning_rate``), as
+        :func:`lth_jax.transfer.make_finetune_optimizer` does. The learning
+        rate still follows ``optimizer``'s schedule.
     """
 
     model: nn.Module
@@ -297,6 +302,7 @@ class Engine:
     augment: bool = False
     mesh: Any = None
     progress: bool = True
+    tx: Any = None
 
     def __post_init__(self):
         ds = self.dataset
@@ -308,7 +314,8 @@ class Engine:
             )
         self.steps_per_epoch = self.n_train // self.batch_size
         self.schedule = make_schedule(self.optimizer, self.steps)
-        self.tx = make_optimizer(self.optimizer)
+        if self.tx is None:
+            self.tx = make_optimizer(self.optimizer)
         replicated = self._sharding(replicate=True)
         put = (lambda a: jax.device_put(a, replicated)) if replicated is not None else jnp.asarray
         ebs = self.eval_batch_size

@@ -113,7 +113,6 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import flax
 import jax
@@ -670,20 +669,8 @@ def make_finetune_optimizer(
 
 @dataclasses.dataclass(eq=False)
 class FinetuneEngine(Engine):
-    """An :class:`~lth_jax.train.Engine` with another optimizer (``custom_tx``).
-
-    ``custom_tx`` must have the state layout of
-    :func:`~lth_jax.train.make_optimizer` (see :func:`make_finetune_optimizer`).
-    The wanted change in :mod:`lth_jax.train` is an optional ``tx=`` field of
-    ``Engine``; this subclass does the same from outside.
-    """
-
-    custom_tx: Any = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.custom_tx is not None:
-            self.tx = self.custom_tx
+    """An :class:`~lth_jax.train.Engine` (with ``tx`` from :func:`make_finetune_optimizer`)
+    that can move its compiled programs to another dataset of the same shapes."""
 
     def for_dataset(self, dataset) -> FinetuneEngine:
         """The same engine on another dataset, reusing the compiled programs when shapes match.
@@ -889,7 +876,7 @@ class _SizeRunner:
                 augment=bool(self.config.target.augment),
                 mesh=self.mesh,
                 progress=self.progress,
-                custom_tx=tx,
+                tx=tx,
             )
             self.engines[group] = base
         return base if trial == 0 else base.for_dataset(self.datasets[trial])

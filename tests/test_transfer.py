@@ -106,7 +106,7 @@ def test_frozen_params_unchanged_bit_for_bit(mode, k):
         batch_size=16,
         eval_every=10,
         progress=False,
-        custom_tx=tx,
+        tx=tx,
     )
     keys = jnp.stack([rng.derive(0, t, 0, "init") for t in range(2)])
     params, bs = eng.init(keys)
@@ -192,7 +192,7 @@ def test_transferred_mask_keeps_its_zeros_on_the_target():
         batch_size=16,
         eval_every=10,
         progress=False,
-        custom_tx=transfer.make_finetune_optimizer(opt),
+        tx=transfer.make_finetune_optimizer(opt),
     )
     init, bs = eng.init(jax.random.PRNGKey(2)[None])
     params = transfer.load_params(init, jax.tree.map(lambda a: a[None], src))
