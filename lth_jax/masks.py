@@ -66,7 +66,14 @@ Prunable = str | Callable[[str, Any], bool] | Any | None
 
 
 def path_str(path) -> str:
-    """Turns a ``jax.tree_util`` key path into ``"Dense_0/kernel"`` form."""
+    """Turns a ``jax.tree_util`` key path into ``"Dense_0/kernel"`` form.
+
+    Example:
+      >>> import jax
+      >>> flat, _ = jax.tree_util.tree_flatten_with_path({"Dense_0": {"kernel": 1}})
+      >>> [path_str(path) for path, _ in flat]
+      ['Dense_0/kernel']
+    """
     parts = []
     for k in path:
         if hasattr(k, "key"):
@@ -81,7 +88,12 @@ def path_str(path) -> str:
 
 
 def named_leaves(tree) -> list[tuple[str, Any]]:
-    """``[(path_string, leaf), ...]`` in ``jax.tree`` flatten order."""
+    """``[(path_string, leaf), ...]`` in ``jax.tree`` flatten order.
+
+    Example:
+      >>> named_leaves({"head": {"bias": 0, "kernel": 1}})
+      [('head/bias', 0), ('head/kernel', 1)]
+    """
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     return [(path_str(p), leaf) for p, leaf in flat]
 
@@ -132,7 +144,16 @@ def prunable_tree(tree, prunable: Prunable = None):
 
 
 def check_matches(params, mask, what: str = "mask") -> None:
-    """Raises ``ValueError`` naming the first path where ``mask`` and ``params`` differ."""
+    """Raises ``ValueError`` naming the first path where ``mask`` and ``params`` differ.
+
+    Example:
+      >>> import numpy as np
+      >>> check_matches({"kernel": np.zeros((2, 2))}, {"kernel": np.ones((2, 2), bool)})
+      >>> check_matches({"kernel": np.zeros((2, 2))}, {"kernal": np.ones((2, 2), bool)})
+      Traceback (most recent call last):
+      ...
+      ValueError: mask does not match the params tree: missing paths ['kernel'], ...
+    """
     p_leaves = named_leaves(params)
     m_leaves = named_leaves(mask)
     p_paths = [p for p, _ in p_leaves]
@@ -181,7 +202,15 @@ def apply(mask, params):
 
 
 def count(mask, prunable: Prunable = None):
-    """``(alive, total)`` over the prunable leaves, as int32 arrays."""
+    """``(alive, total)`` over the prunable leaves, as int32 arrays.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> alive, total = count({"kernel": jnp.array([[True, False], [True, True]]),
+      ...                       "bias": jnp.array([True, False])})
+      >>> int(alive), int(total)
+      (3, 4)
+    """
     flags = jax.tree.leaves(prunable_tree(mask, prunable))
     leaves = jax.tree.leaves(mask)
     alive = sum((jnp.sum(m, dtype=jnp.int32) for m, f in zip(leaves, flags) if f), jnp.int32(0))
@@ -284,7 +313,20 @@ def keep_pruned(inner: optax.GradientTransformation, mask=None) -> optax.Gradien
 
 
 def set_mask(state: KeepPrunedState, mask) -> KeepPrunedState:
-    """Returns ``state`` with its mask replaced (structure-checked)."""
+    """Returns ``state`` with its mask replaced (structure-checked).
+
+    The mask is data in the state, so a jitted step compiled for one mask runs
+    any other of the same shapes without recompiling.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> params = {"kernel": jnp.ones((2, 2))}
+      >>> tx = keep_pruned(optax.sgd(0.1))
+      >>> state = set_mask(tx.init(params), {"kernel": jnp.array([[True, False], [True, True]])})
+      >>> updates, _ = tx.update({"kernel": jnp.ones((2, 2))}, state, params)
+      >>> updates["kernel"].tolist()
+      [[-0.10000000149011612, 0.0], [-0.10000000149011612, -0.10000000149011612]]
+    """
     if not isinstance(state, KeepPrunedState):
         raise ValueError(f"set_mask expects the state of keep_pruned, got {type(state).__name__}")
     check_matches(state.mask, mask)

@@ -53,7 +53,16 @@ SCOPES = ("layerwise", "global")
 
 
 def check_rate(rate, name: str = "rate") -> float:
-    """Validates a pruning rate in ``[0, 1)`` and returns it as a float."""
+    """Validates a pruning rate in ``[0, 1)`` and returns it as a float.
+
+    Example:
+      >>> check_rate(0.2)
+      0.2
+      >>> check_rate(1.0)
+      Traceback (most recent call last):
+      ...
+      ValueError: rate must be in [0, 1), got 1.0
+    """
     try:
         r = float(rate)
     except (TypeError, ValueError):
@@ -75,6 +84,13 @@ def resolve_layer_rates(
     Raises:
       ValueError: a pattern that matches no prunable leaf, or a rate outside
         ``[0, 1)``.
+
+    Example:
+      >>> import numpy as np
+      >>> tree = {"Dense_0": {"bias": np.zeros(3), "kernel": np.zeros((4, 3))},
+      ...         "head": {"bias": np.zeros(2), "kernel": np.zeros((3, 2))}}
+      >>> resolve_layer_rates(tree, 0.2, {"head": 0.1})
+      [None, (0.2, False), None, (0.1, True)]
     """
     rate = check_rate(rate)
     flags = jax.tree.leaves(masks_lib.prunable_tree(tree, prunable))

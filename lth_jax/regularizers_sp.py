@@ -92,6 +92,16 @@ def add_l2_sp(strength: float, anchor_params=None, mask=None) -> optax.GradientT
     Raises:
       ValueError: a negative or non-finite strength; ``update`` without params;
         an anchor whose tree does not match the params.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> w0 = {"kernel": jnp.array([[1.0]])}
+      >>> tx = optax.chain(add_l2_sp(0.5), optax.sgd(1.0))
+      >>> state = tx.init(w0)  # the anchor is the starting point
+      >>> w = {"kernel": jnp.array([[3.0]])}
+      >>> updates, _ = tx.update({"kernel": jnp.zeros((1, 1))}, state, w)
+      >>> updates["kernel"].tolist()  # -lr * 0.5 * (3 - 1)
+      [[-1.0]]
     """
     a = _check_strength(strength)
 

@@ -121,6 +121,13 @@ def kwargs_for(name: str) -> list[str]:
 def get(name: str, **kwargs) -> nn.Module:
     """Build the registered model ``name``, with ``kwargs`` as module attributes.
 
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> model = get("mlp", features=(100, 100), num_classes=10, dropout=0.1)
+      >>> params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 40)))["params"]
+      >>> sorted(params)
+      ['Dense_0', 'Dense_1', 'head']
+
     Raises:
       ValueError: ``name`` is not registered (the message lists the valid names),
         a kwarg tries to change what the preset fixes (e.g. ``features`` of
