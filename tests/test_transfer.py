@@ -331,3 +331,54 @@ def test_transfer_runs_end_to_end_and_resumes(tmp_path):
     # Reusing the source head for a target with another class count is refused.
     with pytest.raises(config_lib.ConfigError, match="reuse_head"):
         transfer.run(tiny_config(**{"finetune.reuse_head": True}), str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize(
+    "name", ["transfer_mnist1d", "transfer_mnist_fashion", "transfer_cifar10_cifar100"]
+)
+def test_preset_runs_through_the_cli(name, tmp_path, monkeypatch, capsys):
+    """Each transfer preset (every arm, ticket arms included) runs a few steps end to end."""
+    from lth_jax import cli
+
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", f"{name}.py")
+    mock = name != "transfer_mnist1d"
+    data_dir = str(tmp_path / "data")
+    tiny = {
+        "num_trials": 1,
+        "num_devices": 1,
+        "progress": False,
+        "train.steps": 2,
+        "train.eval_every": 1,
+        "train.batch_size": 4,
+        "train.eval_batch_size": 8,
+        "optimizer.warmup_steps": 0,
+        "imp.rounds": 1,
+        "imp.rewind_step": 0,
+        "dataset.data_dir": data_dir,
+        "target.data_dir": data_dir,
+        "target.train_sizes": "(1.0,)",
+        "finetune.steps": 2,
+        "finetune.eval_every": 1,
+        "finetune.batch_size": 4,
+        "finetune.eval_batch_size": 8,
+        "finetune.optimizer.warmup_steps": 0,
+    }
+    if mock:  # 16 mock examples per split: a small validation split
+        tiny.update({"dataset.val_size": 4, "target.val_size": 4})
+    workdir = str(tmp_path / "run")
+    argv = ["run", "--config", path, "--workdir", workdir]
+    argv += [f"--config.{k}={v}" for k, v in tiny.items()]
+    if mock:
+        pytest.importorskip("tensorflow")
+        tfds = pytest.importorskip("tensorflow_datasets")
+        monkeypatch.setenv("LTH_JAX_OFFLINE", "0")  # "download": a no-op under mock_data
+        with tfds.testing.mock_data(num_examples=16):
+            rc = cli.main(argv)
+    else:
+        rc = cli.main(argv)
+    assert rc == 0, capsys.readouterr().err
+    recs = transfer.load_records(workdir)
+    c = cli.load_config_file(path)
+    assert {r["arm"] for r in recs} == set(c.transfer.arms)
+    assert all(np.isfinite(r["final_test_accuracy"]) for r in recs)
+    assert os.path.exists(os.path.join(workdir, "report.png"))
