@@ -84,6 +84,9 @@ def check_config_drift(workdir: str, config) -> None:
     Keys in ``HARMLESS_KEYS`` may differ. A key that one side lacks (a key
     added to :func:`~lth_jax.config.base_config` after the workdir was made)
     counts as different only when the other side's value is not its default.
+    ``imp.rounds`` may grow (the run is extended: finished rounds do not depend
+    on how many follow; one-shot runs have one round) except in a transfer
+    run; it may not shrink.
 
     Raises:
       ConfigError: naming the differing keys, with both values.
@@ -114,10 +117,18 @@ def check_config_drift(workdir: str, config) -> None:
             return k not in base or present != base[k]
         return a != b
 
+    def extends(k):
+        if k != "imp.rounds" or "imp.rounds" not in old or "imp.rounds" not in new:
+            return False
+        kinds = (old.get("kind", "lottery"), new.get("kind", "lottery"))
+        return kinds[0] == kinds[1] != "transfer" and int(new[k]) > int(old[k])
+
     diff = sorted(
         k
         for k in set(old) | set(new)
-        if not any(k == h or k.startswith(h + ".") for h in harmless) and differs(k)
+        if not any(k == h or k.startswith(h + ".") for h in harmless)
+        and differs(k)
+        and not extends(k)
     )
     if diff:
         show = lambda d, k: repr(d[k]) if k in d else "<missing>"

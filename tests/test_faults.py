@@ -387,3 +387,15 @@ def test_mid_round_resume_is_bit_identical(small, tmp_path):
     s1b, r1b = exp.prune_round(s0, 1, resume=resume)
     assert _same_tree(s1, s1b) and json.dumps(r1) == json.dumps(r1b)
     ck.close()
+
+
+def test_more_rounds_extend_a_finished_run_and_fewer_are_refused(tmp_path):
+    wd = str(tmp_path / "wd")
+    lottery.run(_tiny(), wd)  # 1 round
+    extended = lottery.run(_tiny(**{"imp.rounds": 2}), wd)
+    fresh = lottery.run(_tiny(**{"imp.rounds": 2}), str(tmp_path / "fresh"))
+    assert sorted({r["round"] for r in extended}) == [0, 1, 2]
+    assert json.dumps(extended, sort_keys=True) == json.dumps(fresh, sort_keys=True)
+    assert json.load(open(os.path.join(wd, "config.json")))["imp"]["rounds"] == 2
+    with pytest.raises(ValueError, match=r"imp\.rounds \(2 -> 1\)"):
+        lottery.run(_tiny(), wd)
