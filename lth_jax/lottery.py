@@ -53,7 +53,7 @@ from lth_jax import checkpoint as ckpt_lib
 from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
 from lth_jax import parallel, pruning, rng
-from lth_jax.train import Engine, early_stop
+from lth_jax.train import Engine, curve_fields
 
 __all__ = ["run", "Experiment", "Interrupted", "config_to_json", "check_config_drift"]
 
@@ -388,7 +388,6 @@ class Experiment:
         t = len(self.trials)
         for j in range(len(arms) * t):
             arm, trial = arms[j // t], int(self.trials[j % t])
-            bi, bstep = early_stop(curves.val_loss[j], curves.steps)
             failed = int(fail[j]) >= 0
             if failed:
                 print(
@@ -396,7 +395,6 @@ class Experiment:
                     f"loss at step {int(fail[j])}; this run stopped there",
                     file=sys.stderr,
                 )
-            f = lambda a: [float(v) for v in a]
             out.append(
                 {
                     "round": round_,
@@ -408,17 +406,7 @@ class Experiment:
                     "layer_density": {p: int(v[j]) / sizes[p] for p, v in alive.items()},
                     "start_step": int(start),
                     "train_steps": int(self.config.train.steps - start),
-                    "final_test_accuracy": float(curves.test_accuracy[j, -1]),
-                    "final_test_loss": float(curves.test_loss[j, -1]),
-                    "final_val_loss": float(curves.val_loss[j, -1]),
-                    "final_val_accuracy": float(curves.val_accuracy[j, -1]),
-                    "best_val_step": bstep,
-                    "best_val_loss": float(curves.val_loss[j, bi]),
-                    "test_accuracy_at_best_val": float(curves.test_accuracy[j, bi]),
-                    "eval_steps": [int(s) for s in curves.steps],
-                    "train_loss_curve": f(curves.train_loss[j]),
-                    "val_loss_curve": f(curves.val_loss[j]),
-                    "test_accuracy_curve": f(curves.test_accuracy[j]),
+                    **curve_fields(curves, j),
                 }
             )
         return out

@@ -155,7 +155,8 @@ def _is_failed(rec: Mapping) -> bool:
     return _finite(rec.get("final_test_accuracy")) is None
 
 
-def _stats(values: Sequence[float]) -> dict[str, float]:
+def trial_stats(values: Sequence[float]) -> dict[str, float]:
+    """``mean``, sample ``std`` (ddof=1; 0 for one value), ``min``, ``max`` (NaN when empty)."""
     if not values:
         nan = float("nan")
         return {"mean": nan, "std": nan, "min": nan, "max": nan}
@@ -218,11 +219,11 @@ def summarize(records: Iterable[Mapping]) -> list[dict]:
         }
         for key in _STAT_KEYS:
             vals = [v for v in (_finite(r.get(key)) for r in ok) if v is not None]
-            for stat, v in _stats(vals).items():
+            for stat, v in trial_stats(vals).items():
                 row[f"{key}_{stat}"] = v
         barriers = [v for v in (_finite(r.get("barrier")) for r in ok) if v is not None]
         if barriers:
-            row.update({f"barrier_{s}": v for s, v in _stats(barriers).items()})
+            row.update({f"barrier_{s}": v for s, v in trial_stats(barriers).items()})
         else:
             row.update({f"barrier_{s}": None for s in ("mean", "std", "min", "max")})
         row["barrier_n"] = len(barriers)

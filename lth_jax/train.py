@@ -58,8 +58,10 @@ __all__ = [
     "Engine",
     "make_schedule",
     "make_optimizer",
+    "optimizer_chain",
     "cross_entropy",
     "early_stop",
+    "curve_fields",
 ]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -191,6 +193,31 @@ def early_stop(val_loss, steps):
     v = np.where(np.isfinite(v), v, np.inf)
     i = int(np.argmin(v))
     return i, int(np.asarray(steps)[i])
+
+
+def curve_fields(curves, j: int) -> dict:
+    """The record fields of run ``j`` of ``curves`` (a :class:`Curves`): final and early-stop.
+
+    Final test/validation loss and accuracy, the early-stopping step
+    (:func:`early_stop`) with the validation loss and test accuracy there, the
+    eval steps and the training-loss, validation-loss and test-accuracy curves,
+    as plain Python numbers (what ``metrics.jsonl`` holds for every run).
+    """
+    bi, bstep = early_stop(curves.val_loss[j], curves.steps)
+    floats = lambda a: [float(v) for v in a]
+    return {
+        "final_test_accuracy": float(curves.test_accuracy[j, -1]),
+        "final_test_loss": float(curves.test_loss[j, -1]),
+        "final_val_loss": float(curves.val_loss[j, -1]),
+        "final_val_accuracy": float(curves.val_accuracy[j, -1]),
+        "best_val_step": bstep,
+        "best_val_loss": float(curves.val_loss[j, bi]),
+        "test_accuracy_at_best_val": float(curves.test_accuracy[j, bi]),
+        "eval_steps": [int(s) for s in curves.steps],
+        "train_loss_curve": floats(curves.train_loss[j]),
+        "val_loss_curve": floats(curves.val_loss[j]),
+        "test_accuracy_curve": floats(curves.test_accuracy[j]),
+    }
 
 
 # ----------------------------------------------------------------------------- engine

@@ -126,7 +126,8 @@ from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
 from lth_jax import parallel, pruning, rng
 from lth_jax.regularizers_sp import add_l2_sp
-from lth_jax.train import Engine, early_stop, optimizer_chain
+from lth_jax.report import trial_stats
+from lth_jax.train import Engine, curve_fields, optimizer_chain
 
 __all__ = [
     "transfer_config",
@@ -956,9 +957,7 @@ class _SizeRunner:
     def _record(self, arm, trial, mask, fail, curves, j, group) -> dict:
         f = self.config.finetune
         alive, total = masks_lib.count(jax.tree.map(lambda a: a[0], mask))
-        bi, bstep = early_stop(curves.val_loss[j], curves.steps)
         failed = int(fail) >= 0
-        fl = lambda a: [float(v) for v in a]
         return {
             **self._common(arm, trial),
             "status": "nan" if failed else "ok",
@@ -970,17 +969,7 @@ class _SizeRunner:
             "trainable": f.trainable if group[2] else "all",
             "start_step": 0,
             "train_steps": int(f.steps),
-            "final_test_accuracy": float(curves.test_accuracy[j, -1]),
-            "final_test_loss": float(curves.test_loss[j, -1]),
-            "final_val_loss": float(curves.val_loss[j, -1]),
-            "final_val_accuracy": float(curves.val_accuracy[j, -1]),
-            "best_val_step": bstep,
-            "best_val_loss": float(curves.val_loss[j, bi]),
-            "test_accuracy_at_best_val": float(curves.test_accuracy[j, bi]),
-            "eval_steps": [int(s) for s in curves.steps],
-            "train_loss_curve": fl(curves.train_loss[j]),
-            "val_loss_curve": fl(curves.val_loss[j]),
-            "test_accuracy_curve": fl(curves.test_accuracy[j]),
+            **curve_fields(curves, j),
         }
 
     def _common(self, arm, trial) -> dict:
@@ -1124,13 +1113,6 @@ def _ok(r) -> bool:
     return r.get("status", "ok") == "ok" and isinstance(v, int | float) and math.isfinite(v)
 
 
-def _mean_std(vals):
-    a = np.asarray(vals, np.float64)
-    if a.size == 0:
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
-
-
 def summarize(records: Sequence[Mapping]) -> list[dict]:
     """One row per (size, arm): ``n``, ``n_failed``, mean/std/min/max of the accuracies."""
     arm_order: dict[str, int] = {}
@@ -1152,10 +1134,7 @@ def summarize(records: Sequence[Mapping]) -> list[dict]:
         }
         for key in ("final_test_accuracy", "test_accuracy_at_best_val"):
             vals = [float(r[key]) for r in ok if r.get(key) is not None]
-            m, s = _mean_std(vals)
-            row[f"{key}_mean"], row[f"{key}_std"] = m, s
-            row[f"{key}_min"] = min(vals) if vals else math.nan
-            row[f"{key}_max"] = max(vals) if vals else math.nan
+            row.update({f"{key}_{stat}": v for stat, v in trial_stats(vals).items()})
         rows.append(row)
     return rows
 
@@ -1246,7 +1225,8 @@ def effects(records: Sequence[Mapping]) -> list[dict]:
                 by[(i, a, t)]["final_test_accuracy"] - by[(i, b, t)]["final_test_accuracy"]
                 for t in trials
             ]
-            m, s = _mean_std(d)
+            st = trial_stats(d)
+            m, s = st["mean"], st["std"]
             out.append(
                 {
                     "size_index": i,
@@ -1427,7 +1407,8 @@ def write_report(workdir: str, out_dir: str | None = None) -> str:
     if line:
         md += [f"Config: {line}", ""]
     if src_acc:
-        m, s = _mean_std([a for _, a in src_acc])
+        st = trial_stats([a for _, a in src_acc])
+        m, s = st["mean"], st["std"]
         md += [
             f"Source (pretrained network) test accuracy on the source task: "
             f"{100 * m:.2f} ± {100 * s:.2f}% over {len(src_acc)} trials.",
