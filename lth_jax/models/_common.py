@@ -18,6 +18,7 @@ __all__ = [
     "check_positive_int",
     "check_positive_ints",
     "check_init",
+    "check_layer_fields",
     "maybe_dropout",
     "flatten",
 ]
@@ -73,6 +74,22 @@ def check_init(init: Any, name: str) -> None:
     """Raise ValueError unless ``init`` is callable (an initializer)."""
     if not callable(init):
         raise ValueError(f"{name} must be an initializer (callable), got {init!r}")
+
+
+def check_layer_fields(
+    module: Any, rates: Sequence[str], inits: Sequence[str] = ("kernel_init", "bias_init")
+) -> None:
+    """The checks every model runs on its shared fields, in this order.
+
+    ``module.activation`` (a known name or a callable), each dropout rate
+    named in ``rates`` (``0 <= rate < 1``) and each initializer named in
+    ``inits`` (callable). Raises ``ValueError`` naming the first bad field.
+    """
+    resolve_activation(module.activation)
+    for name in rates:
+        check_rate(getattr(module, name), name)
+    for name in inits:
+        check_init(getattr(module, name), name)
 
 
 def maybe_dropout(x, rate: float, train: bool):

@@ -35,10 +35,9 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 
 from lth_jax.models._common import (
-    check_init,
+    check_layer_fields,
     check_positive_int,
     check_positive_ints,
-    check_rate,
     flatten,
     maybe_dropout,
     resolve_activation,
@@ -83,12 +82,7 @@ class CNN1D(nn.Module):
         if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
             raise ValueError(f"padding must be a non-negative int, got {self.padding!r}")
         check_positive_int(self.num_classes, "num_classes")
-        resolve_activation(self.activation)
-        check_rate(self.input_dropout, "input_dropout")
-        check_rate(self.conv_dropout, "conv_dropout")
-        check_rate(self.dropout, "dropout")
-        check_init(self.kernel_init, "kernel_init")
-        check_init(self.bias_init, "bias_init")
+        check_layer_fields(self, ("input_dropout", "conv_dropout", "dropout"))
         super().__post_init__()
 
     @nn.compact

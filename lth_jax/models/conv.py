@@ -46,10 +46,9 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 
 from lth_jax.models._common import (
-    check_init,
+    check_layer_fields,
     check_positive_int,
     check_positive_ints,
-    check_rate,
     flatten,
     maybe_dropout,
     resolve_activation,
@@ -97,12 +96,7 @@ class ConvNet(nn.Module):
             check_positive_ints(block, "each block of conv_features", allow_empty=False)
         check_positive_ints(self.fc_features, "fc_features")
         check_positive_int(self.num_classes, "num_classes")
-        resolve_activation(self.activation)
-        check_rate(self.input_dropout, "input_dropout")
-        check_rate(self.conv_dropout, "conv_dropout")
-        check_rate(self.dropout, "dropout")
-        check_init(self.kernel_init, "kernel_init")
-        check_init(self.bias_init, "bias_init")
+        check_layer_fields(self, ("input_dropout", "conv_dropout", "dropout"))
         super().__post_init__()
 
     @nn.compact

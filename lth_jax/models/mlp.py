@@ -34,10 +34,9 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 
 from lth_jax.models._common import (
-    check_init,
+    check_layer_fields,
     check_positive_int,
     check_positive_ints,
-    check_rate,
     flatten,
     maybe_dropout,
     resolve_activation,
@@ -72,11 +71,7 @@ class MLP(nn.Module):
     def __post_init__(self):
         check_positive_ints(self.features, "features")
         check_positive_int(self.num_classes, "num_classes")
-        resolve_activation(self.activation)
-        check_rate(self.input_dropout, "input_dropout")
-        check_rate(self.dropout, "dropout")
-        check_init(self.kernel_init, "kernel_init")
-        check_init(self.bias_init, "bias_init")
+        check_layer_fields(self, ("input_dropout", "dropout"))
         super().__post_init__()
 
     @nn.compact

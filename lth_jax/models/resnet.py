@@ -43,10 +43,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lth_jax.models._common import (
-    check_init,
+    check_layer_fields,
     check_positive_int,
     check_positive_ints,
-    check_rate,
     maybe_dropout,
     resolve_activation,
 )
@@ -148,10 +147,7 @@ class ResNet(nn.Module):
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {self.shortcut!r}")
         if self.shortcut == "A" and any(b < a for a, b in zip(self.widths, self.widths[1:])):
             raise ValueError("shortcut='A' needs non-decreasing widths")
-        resolve_activation(self.activation)
-        check_rate(self.input_dropout, "input_dropout")
-        check_rate(self.dropout, "dropout")
-        check_init(self.kernel_init, "kernel_init")
+        check_layer_fields(self, ("input_dropout", "dropout"), ("kernel_init",))
         super().__post_init__()
 
     @nn.compact

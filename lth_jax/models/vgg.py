@@ -41,9 +41,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lth_jax.models._common import (
-    check_init,
+    check_layer_fields,
     check_positive_int,
-    check_rate,
     maybe_dropout,
     resolve_activation,
 )
@@ -98,11 +97,7 @@ class VGG(nn.Module):
         check_positive_int(self.num_classes, "num_classes")
         if not isinstance(self.batch_norm, bool):
             raise ValueError(f"batch_norm must be a bool, got {self.batch_norm!r}")
-        resolve_activation(self.activation)
-        check_rate(self.input_dropout, "input_dropout")
-        check_rate(self.conv_dropout, "conv_dropout")
-        check_rate(self.dropout, "dropout")
-        check_init(self.kernel_init, "kernel_init")
+        check_layer_fields(self, ("input_dropout", "conv_dropout", "dropout"), ("kernel_init",))
         super().__post_init__()
 
     @nn.compact
