@@ -395,6 +395,12 @@ def _read_config(workdir: str) -> tuple[dict | None, str | None]:
     return cfg, None
 
 
+def workdir_kind(workdir: str) -> str | None:
+    """The ``kind`` in ``workdir/config.json`` (``lottery`` when unset), ``None`` without one."""
+    cfg, _ = _read_config(os.fspath(workdir))
+    return None if cfg is None else cfg.get("kind", "lottery")
+
+
 def _records_summary(records: Sequence[Mapping], rows: Sequence[Mapping]) -> str:
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     rounds = sorted({r["round"] for r in rows})
@@ -730,10 +736,10 @@ def write_report(
     for d in workdirs:
         if not os.path.isdir(d):
             raise ValueError(f"no such experiment directory: {d}")
-    from lth_jax import transfer  # a transfer workdir has its own report
+    kinds = [workdir_kind(d) == "transfer" for d in workdirs]
+    if any(kinds):  # a transfer workdir has its own report
+        from lth_jax import transfer
 
-    kinds = [transfer.is_transfer_workdir(d) for d in workdirs]
-    if any(kinds):
         if len(workdirs) > 1:
             raise ValueError(
                 "a transfer workdir is reported on its own: lth-jax report "

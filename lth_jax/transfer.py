@@ -126,7 +126,7 @@ from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
 from lth_jax import parallel, pruning, rng
 from lth_jax.regularizers_sp import add_l2_sp
-from lth_jax.report import trial_stats
+from lth_jax.report import trial_stats, workdir_kind
 from lth_jax.train import Engine, curve_fields, optimizer_chain
 
 __all__ = [
@@ -1088,13 +1088,8 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
 
 
 def is_transfer_workdir(workdir: str) -> bool:
-    """Whether ``workdir/config.json`` says ``kind: transfer`` (the report hook)."""
-    path = os.path.join(os.fspath(workdir), CONFIG)
-    try:
-        with open(path) as f:
-            return json.load(f).get("kind") == "transfer"
-    except (OSError, ValueError, AttributeError):
-        return False
+    """Whether ``workdir/config.json`` says ``kind: transfer``."""
+    return workdir_kind(workdir) == "transfer"
 
 
 def load_records(workdir: str) -> list[dict]:
