@@ -1,0 +1,33 @@
+"""The committed reports under ``experiments/results/`` regenerate byte for byte from their metrics."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lth_jax import cli
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "results")
+
+#: report folder -> the workdirs ``lth-jax report`` was run on.
+REPORTS = {
+    "mnist1d_lottery": ["mnist1d_lottery"],
+    "mnist1d_instability/k0": ["mnist1d_instability/k0"],
+    "mnist1d_instability/k500": ["mnist1d_instability/k500"],
+    "mnist1d_instability": ["mnist1d_instability/k0", "mnist1d_instability/k500"],
+    "transfer": ["transfer"],
+}
+
+
+@pytest.mark.parametrize("folder", sorted(REPORTS))
+def test_committed_report_regenerates(folder, tmp_path, capsys):
+    dirs = [os.path.join(RESULTS, d) for d in REPORTS[folder]]
+    out = str(tmp_path / "out")
+    assert cli.main(["report", *dirs, "--out", out]) == 0
+    capsys.readouterr()
+    with open(os.path.join(RESULTS, folder, "report.md"), encoding="utf-8") as f:
+        want = f.read()
+    with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
+        got = f.read()
+    assert got == want
