@@ -327,7 +327,7 @@ def _random_mask(params, density, seed=0):
 
 
 def _fresh_runs(eng, k, density=None, seed=0):
-    """``k`` new runs (padded to the mesh): one init tiled ``k`` times, a random mask.
+    """Inputs of ``k`` new runs for :meth:`Engine.fit`: one init tiled ``k`` times, a random mask.
 
     Neither the init nor the mask's pattern changes the cost of a step; the
     runs differ by their data-order keys.
@@ -335,20 +335,15 @@ def _fresh_runs(eng, k, density=None, seed=0):
     import jax
     import numpy as np
 
-    from lth_jax import parallel
-
-    params, bs = _init_params(eng.model, eng._sample)
+    params, bs = _init_params(eng.model, np.asarray(eng.dataset.train_x[:1]))
     mask = _random_mask(params, density, seed)
     tile = lambda t: jax.tree.map(lambda a: np.broadcast_to(a, (k, *np.shape(a))).copy(), t)
     keys = np.asarray(jax.random.key_data(jax.random.split(jax.random.PRNGKey(seed), k)))
-    inputs, _ = parallel.pad_runs(
-        (tile(params), tile(bs), tile(mask), keys, keys), eng.num_shards()
-    )
-    return eng.new_runs(*inputs)
+    return tile(params), tile(bs), tile(mask), keys, keys
 
 
 class _Timed:
-    """One engine and ``k`` runs, timed one ``Engine.train`` call at a time.
+    """One engine and ``k`` runs, timed one ``Engine.fit`` call at a time.
 
     ``warm()`` makes the first call (compile included); every ``sample()`` then
     times one call on fresh runs: trial-steps/s, and the process CPU time over
@@ -364,11 +359,12 @@ class _Timed:
     def _call(self):
         import jax
 
-        runs = _fresh_runs(self.eng, self.k, self.density)
-        jax.block_until_ready(runs.params)
+        inputs = _fresh_runs(self.eng, self.k, self.density)
+        jax.block_until_ready(inputs)
         t, c = time.perf_counter(), time.process_time()
-        runs, curves, _ = self.eng.train(runs, 0)
-        jax.block_until_ready(runs.params)
+        out = self.eng.fit(*inputs)
+        jax.block_until_ready(out.params)
+        curves = out.curves
         wall = time.perf_counter() - t
         return wall, (time.process_time() - c) / wall, curves
 
@@ -628,6 +624,7 @@ def imp(s, compiles):
     from lth_jax import config as config_lib
     from lth_jax import data as data_lib
     from lth_jax import lottery
+    from lth_jax import workdir as wd
 
     n_train, n_val, n_test = s.imp_sizes
     dataset = _synthetic(n_train, n_val, n_test, seed=1)
@@ -653,7 +650,7 @@ def imp(s, compiles):
     try:
         with tempfile.TemporaryDirectory() as workdir:
             records = lottery.run(c, workdir, overwrite=True, progress=False)
-            with open(os.path.join(workdir, lottery.TIMING)) as f:
+            with open(os.path.join(workdir, wd.TIMING)) as f:
                 rounds = [json.loads(line)["wall_time_s"] for line in f if line.strip()]
     finally:
         data_lib.get_dataset = real
@@ -688,7 +685,6 @@ def imp(s, compiles):
 def compile_cache(s):
     """The same chunk compile without, then with, a warm persistent compilation cache."""
     import jax
-    import jax.numpy as jnp
     from jax.experimental.compilation_cache import compilation_cache as cc
 
     from lth_jax import models, parallel
@@ -712,8 +708,7 @@ def compile_cache(s):
             for _ in range(2):
                 jax.clear_caches()
                 eng = _make_engine(model, data, 20, 20, mesh)
-                runs = _fresh_runs(eng, len(jax.local_devices()))
-                lowered = eng._chunk.lower(runs, jnp.int32(0), jnp.int32(-1), eng._data)
+                lowered = eng.lower(*_fresh_runs(eng, len(jax.local_devices())))
                 t = time.perf_counter()
                 lowered.compile()
                 times.append(time.perf_counter() - t)

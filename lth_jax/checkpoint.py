@@ -1,4 +1,4 @@
-"""Checkpoints through orbax: one per finished IMP round, mid-round ones, metrics files.
+"""Checkpoints through orbax: one per finished IMP round, and mid-round ones.
 
 Layout of a workdir::
 
@@ -39,20 +39,18 @@ import sys
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from lth_jax.parallel import to_host
+from lth_jax import parallel
 
 __all__ = [
     "RoundCheckpointer",
     "CorruptCheckpointError",
     "tree_digest",
-    "write_jsonl_atomic",
-    "write_json_atomic",
-    "append_jsonl",
-    "read_jsonl",
-    "remove_stale_tmp_files",
+    "partial_state",
+    "resume_state",
 ]
 
 PARTIAL = "partial"
@@ -64,78 +62,6 @@ _DELETING = ".deleting"
 
 class CorruptCheckpointError(ValueError):
     """A checkpoint exists but its contents are not what was written."""
-
-
-# ----------------------------------------------------------------------------- small files
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
-def write_jsonl_atomic(path: str, records: list[dict]) -> None:
-    """Writes ``records`` as JSON lines to ``path`` atomically."""
-    _write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON to ``path`` atomically."""
-    _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def append_jsonl(path: str, record: dict) -> None:
-    """Appends one JSON line (for logs that need not be exact, such as timing)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """Reads JSON lines; a final line cut short by a crash is ignored."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        lines = f.read().split("\n")
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # the last (possibly unterminated) line
-                break
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
-    return out
-
-
-def remove_stale_tmp_files(directory: str) -> None:
-    """Removes ``*.tmp-<pid>`` files that a killed process left in ``directory``."""
-    if not os.path.isdir(directory):
-        return
-    for name in os.listdir(directory):
-        head, sep, pid = name.rpartition(".tmp-")
-        if sep and head and pid.isdigit() and int(pid) != os.getpid():
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(directory, name))
 
 
 # ----------------------------------------------------------------------------- digests
@@ -208,7 +134,7 @@ class _Store:
         return sorted(self._mgr.all_steps())
 
     def save(self, step: int, state: Any, meta: dict) -> None:
-        state = to_host(state)  # gathered from every process when multi-host
+        state = parallel.to_host(state)  # gathered from every process when multi-host
         meta = json.loads(json.dumps(meta))  # plain JSON types, as they will read back
         digest = {"state": tree_digest(state), "meta": _json_digest(meta)}
         self._mgr.save(
@@ -382,3 +308,56 @@ class RoundCheckpointer:
 
 def _warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- engine state
+
+
+def _numbered(leaves) -> dict:
+    return {f"{i:05d}": np.asarray(a) for i, a in enumerate(leaves)}
+
+
+def _unnumbered(d) -> list:
+    return [d[k] for k in sorted(d, key=int)] if d else []
+
+
+def partial_state(runs, outs, snapshot, n: int) -> tuple[dict, dict]:
+    """Host copy of a batch in progress (cut to the ``n`` real runs) and its metadata."""
+    cut = lambda tree: [np.asarray(a)[:n] for a in jax.tree.leaves(parallel.to_host(tree))]
+    host_outs = parallel.to_host([tuple(o) for o in outs])
+    fields = [
+        np.stack([np.asarray(o[j])[:n] for o in host_outs], axis=1)
+        for j in range(len(host_outs[0]))
+    ]
+    state = {"runs": _numbered(cut(runs)), "outs": _numbered(fields)}
+    if snapshot is not None:
+        state["snapshot"] = _numbered(cut(snapshot))
+    return state, {"has_snapshot": snapshot is not None, "num_runs": n}
+
+
+def resume_state(state, meta, runs, snapshot_like, n: int, shards: int):
+    """``(runs, outs, snapshot)`` to resume :meth:`lth_jax.train.Engine.fit` from :func:`partial_state`.
+
+    Raises:
+      ValueError: the saved state does not fit these runs.
+    """
+    fresh, treedef = jax.tree.flatten(runs)
+    saved = _unnumbered(state["runs"])
+    if int(meta.get("num_runs", -1)) != n or len(saved) != len(fresh):
+        raise ValueError(f"it holds {meta.get('num_runs')} runs in {len(saved)} arrays")
+    for a, b in zip(saved, fresh):
+        if a.shape[1:] != b.shape[1:] or a.shape[0] != n or a.dtype != b.dtype:
+            raise ValueError(f"an array is {a.dtype}{a.shape}, expected {b.dtype}{b.shape}")
+    pad = lambda leaves: parallel.pad_runs([jnp.asarray(a) for a in leaves], shards)[0]
+    new_runs = jax.tree.unflatten(treedef, pad(saved))
+    fields = pad(_unnumbered(state["outs"]))
+    chunks = int(fields[0].shape[1]) if fields else 0
+    outs = [tuple(f[:, c] for f in fields) for c in range(chunks)]
+    snapshot = None
+    if meta.get("has_snapshot"):
+        snap_leaves, snap_def = jax.tree.flatten(snapshot_like)
+        saved_snap = _unnumbered(state["snapshot"])
+        if len(saved_snap) != len(snap_leaves):
+            raise ValueError("its rewind snapshot does not fit the model")
+        snapshot = jax.tree.unflatten(snap_def, pad(saved_snap))
+    return new_runs, outs, snapshot

@@ -39,8 +39,7 @@ gains ``barrier`` (an error difference, a fraction like the accuracies),
 ``barrier_alphas`` and ``barrier_test_error`` (the whole curve), which
 ``lth-jax report`` shows as an extra column and panel.
 
-Settings (optional block ``config.instability``): ``num_points`` (int >= 2,
-default 11).
+Settings (block ``config.instability``): ``num_points`` (int >= 2, default 11).
 """
 
 from __future__ import annotations
@@ -53,12 +52,12 @@ import numpy as np
 
 from lth_jax import checkpoint as ckpt_lib
 from lth_jax import config as config_lib
-from lth_jax import lottery, parallel
+from lth_jax import lottery
+from lth_jax import workdir as wd
 
 __all__ = ["run", "interpolate", "barrier", "interpolation_errors", "train_copies"]
 
 INSTABILITY = "instability.jsonl"
-DEFAULT_NUM_POINTS = 11
 
 
 def interpolate(a, b, alpha):
@@ -85,12 +84,10 @@ def interpolation_errors(engine, params_a, bs_a, params_b, bs_b, alphas):
     Params and batch stats carry a leading run axis; the runs are evaluated
     together, one compiled evaluation per ``alpha``.
     """
-    evaluate = jax.jit(jax.vmap(engine._evaluate, in_axes=(0, 0, None)))
-    test = engine._data["test"]
     out = []
     for alpha in alphas:
         a = jnp.float32(alpha)
-        _, acc = evaluate(interpolate(params_a, params_b, a), interpolate(bs_a, bs_b, a), test)
+        _, acc = engine.evaluate(interpolate(params_a, params_b, a), interpolate(bs_a, bs_b, a))
         out.append(1.0 - np.asarray(acc, dtype=np.float64))
     return np.stack(out, axis=-1)
 
@@ -103,29 +100,20 @@ def train_copies(exp: lottery.Experiment, state, round_: int):
         [exp.keys(round_, f"instability_{kind}_{c}") for c in ("a", "b")], axis=0
     )
     rewind = state["rewind"]
-    inputs = (
+    out = exp.engine.fit(
         twice(rewind["params"]),
         twice(rewind.get("batch_stats", {})),
         twice(state["ticket"]["mask"]),
         keys("data"),
         keys("dropout"),
+        exp.config.imp.rewind_step,
+        desc=f"round {round_} copies",
     )
-    inputs, _ = parallel.pad_runs(inputs, exp.engine.num_shards())
-    runs = exp.engine.new_runs(*inputs)
-    runs, _, _ = exp.engine.train(runs, exp.config.imp.rewind_step, desc=f"round {round_} copies")
     part = lambda tree, j: jax.tree.map(lambda a: a[j * t : (j + 1) * t], tree)
     return (
-        (part(runs.params, 0), part(runs.batch_stats, 0)),
-        (part(runs.params, 1), part(runs.batch_stats, 1)),
+        (part(out.params, 0), part(out.batch_stats, 0)),
+        (part(out.params, 1), part(out.batch_stats, 1)),
     )
-
-
-def _num_points(config) -> int:
-    block = config.get("instability", None)
-    n = DEFAULT_NUM_POINTS if block is None else block.get("num_points", DEFAULT_NUM_POINTS)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise config_lib.ConfigError(f"instability.num_points must be an integer >= 2, got {n!r}")
-    return n
 
 
 def _round_results(exp, state, round_: int, alphas) -> list[dict]:
@@ -152,7 +140,7 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
         to keep every round (each round's checkpoint is read back).
     """
     config_lib.validate(config)
-    alphas = np.linspace(0.0, 1.0, _num_points(config))
+    alphas = np.linspace(0.0, 1.0, int(config.instability.num_points))
     keep = config.checkpoint.max_to_keep
     if keep is not None and keep < config.imp.rounds + 1:
         raise config_lib.ConfigError(
@@ -167,7 +155,7 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
 
     cached = {}
     if os.path.exists(cache_path):
-        cached = {(r["round"], r["trial"]): r for r in ckpt_lib.read_jsonl(cache_path)}
+        cached = {(r["round"], r["trial"]): r for r in wd.read_jsonl(cache_path)}
     trials = range(config.num_trials)
     todo = [r for r in range(config.imp.rounds + 1) if any((r, t) not in cached for t in trials)]
     is_main = jax.process_index() == 0
@@ -180,7 +168,7 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
                 for res in _round_results(exp, jax.tree.map(jnp.asarray, state), r, alphas):
                     cached[(r, res["trial"])] = res
                     if is_main:
-                        ckpt_lib.append_jsonl(cache_path, res)
+                        wd.append_jsonl(cache_path, res)
         finally:
             ck.close()
 
@@ -192,5 +180,5 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
             rec = {**rec, **{k: res[k] for k in extra}}
         merged.append(rec)
     if is_main:
-        ckpt_lib.write_jsonl_atomic(os.path.join(workdir, lottery.METRICS), merged)
+        wd.write_jsonl_atomic(os.path.join(workdir, wd.METRICS), merged)
     return merged

@@ -40,7 +40,13 @@ __all__ = [
     "enable_compilation_cache",
     "initialize_distributed",
     "make_mesh",
+    "num_shards",
+    "sharding",
+    "shard",
+    "concat_runs",
+    "take_runs",
     "pad_runs",
+    "to_host",
 ]
 
 _FLAG = "--xla_force_host_platform_device_count"
@@ -151,6 +157,43 @@ def make_mesh(num_devices: int = 0):
     return Mesh(np.array(devices), ("runs",), axis_types=(AxisType.Auto,))
 
 
+def num_shards(mesh) -> int:
+    """Devices the run axis is split over: 1 without a mesh."""
+    return 1 if mesh is None else int(mesh.shape["runs"])
+
+
+def sharding(mesh, replicate: bool = False):
+    """The ``runs``-axis sharding of ``mesh`` (or the replicated one); ``None`` without a mesh."""
+    if mesh is None:
+        return None
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(mesh, PartitionSpec() if replicate else PartitionSpec("runs"))
+
+
+def shard(tree, mesh):
+    """Places a run-batched tree on ``mesh`` (runs axis split over devices)."""
+    import jax
+
+    s = sharding(mesh)
+    return tree if s is None else jax.device_put(tree, s)
+
+
+def concat_runs(trees):
+    """The trees concatenated along their leading (run) axis, leaf by leaf."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
+
+
+def take_runs(tree, start: int, stop: int):
+    """Runs ``start`` to ``stop - 1`` of every leaf."""
+    import jax
+
+    return jax.tree.map(lambda a: a[start:stop], tree)
+
+
 def pad_runs(tree, multiple: int):
     """Pads the leading (run) axis of every leaf to a multiple of ``multiple``.
 
@@ -179,3 +222,13 @@ def to_host(tree):
 
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
+
+
+def barrier(name: str) -> None:
+    """Waits for every process of a multi-host run (a no-op in a single process)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

@@ -15,20 +15,25 @@ validation and test sets. Python only loops over chunks (to update the
 progress bar), so a round of ``T`` steps is ``T / eval_every`` calls of one
 compiled program, and a new mask or a new round never recompiles.
 
+**The one call.** Runners use :meth:`Engine.fit` (train a batch of runs from
+given params, batch stats, masks and keys, from a start step, and get back the
+trained state, the curves and the failures), :meth:`Engine.init`,
+:meth:`Engine.evaluate` and :meth:`Engine.param_shapes`. ``fit`` pads the run
+batch to the devices, resumes from and writes mid-round checkpoints through
+its hooks, and returns host copies of the real runs only.
+
 Rules stated exactly:
 
-* **Data order.** Step ``s`` uses batch ``s mod E`` of the permutation drawn
-  from ``fold_in(data_key, s // E)`` where ``E = n_train // batch_size``
-  (the remainder of an epoch is dropped). Two runs with the same data key see
-  the same batches.
+* **Data order.** Step ``s`` uses batch ``s mod E`` of
+  :func:`lth_jax.data.epoch_permutation` ``(data_key, s // E, n_train)`` where
+  ``E = n_train // batch_size`` (the remainder of an epoch is dropped). Two
+  runs with the same data key see the same batches.
 * **Dropout.** Step ``s`` uses ``fold_in(dropout_key, s)``.
 * **Learning rate.** Step ``s`` uses ``schedule(s)`` (or ``schedule(fixed)``
   when a fixed step is given, as fine-tuning does); the optimizer gets it
   through ``optax.inject_hyperparams``, so the schedule can be replayed from any
   step (learning-rate rewinding).
-* **Early stopping.** The early-stopping iteration is the eval step with the
-  lowest validation loss (first one on ties), as Frankle & Carbin report; the
-  test accuracy there is reported beside the final one.
+* **Early stopping.** See :mod:`lth_jax.curves`.
 * **Non-finite loss.** A run whose training loss becomes NaN or Inf stops
   updating from that step on; its ``fail_step`` records the step. Other runs
   are unaffected.
@@ -37,6 +42,7 @@ Rules stated exactly:
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -45,182 +51,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
+from jax.sharding import PartitionSpec
 
+from lth_jax import checkpoint as ckpt_lib
+from lth_jax import loop, parallel
 from lth_jax import masks as masks_lib
-from lth_jax.parallel import to_host
+from lth_jax.curves import Curves
+from lth_jax.data import pipeline
+from lth_jax.optim import make_optimizer, make_schedule, set_learning_rate
+from lth_jax.parallel import pad_runs, to_host
 
-__all__ = [
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "RunState",
-    "Curves",
-    "Engine",
-    "make_schedule",
-    "make_optimizer",
-    "optimizer_chain",
-    "cross_entropy",
-    "early_stop",
-    "curve_fields",
-]
-
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step", "linear")
-
-
-# ----------------------------------------------------------------------------- optimizer
-
-
-def make_schedule(opt, total_steps: int) -> Callable[[Any], Any]:
-    """The learning-rate schedule of an ``optimizer`` config block.
-
-    ``constant``, ``cosine`` (to 0 at ``total_steps``), ``linear`` (to 0) or
-    ``step`` (multiply by ``step_factor`` at each of ``step_boundaries``, given
-    as fractions of ``total_steps``), after ``warmup_steps`` of linear warmup
-    from 0.
-
-    Example:
-      >>> import ml_collections
-      >>> opt = ml_collections.ConfigDict(dict(learning_rate=0.1, schedule="step",
-      ...     warmup_steps=0, step_boundaries=(0.5,), step_factor=0.1))
-      >>> round(float(make_schedule(opt, 100)(60)), 4)
-      0.01
-    """
-    lr = float(opt.learning_rate)
-    warmup = int(opt.get("warmup_steps", 0) or 0)
-    name = opt.get("schedule", "constant")
-    rest = max(total_steps - warmup, 1)
-    if name == "constant":
-        main = optax.constant_schedule(lr)
-    elif name == "cosine":
-        main = optax.cosine_decay_schedule(lr, rest)
-    elif name == "linear":
-        main = optax.linear_schedule(lr, 0.0, rest)
-    elif name == "step":
-        bounds = {
-            max(int(round(float(b) * total_steps)) - warmup, 0): float(opt.get("step_factor", 0.1))
-            for b in opt.get("step_boundaries", ())
-        }
-        main = optax.piecewise_constant_schedule(lr, bounds)
-    else:
-        raise ValueError(f"optimizer.schedule must be one of {SCHEDULES}, got {name!r}")
-    if warmup <= 0:
-        return main
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
-
-
-def optimizer_chain(opt, learning_rate) -> optax.GradientTransformation:
-    """The chain inside :func:`make_optimizer`'s ``inject_hyperparams`` (no mask).
-
-    ``opt`` is the config's ``optimizer`` block, ``learning_rate`` a float, a
-    schedule or the injected (traced) learning rate. Used as is by
-    :mod:`lth_jax.transfer` inside its freezing and L2-SP wrappers.
-    """
-    from lth_jax import regularizers as reg
-
-    name = opt.name
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}")
-    parts = []
-    if opt.get("l2", 0.0):
-        parts.append(reg.add_l2(float(opt.l2)))
-    if name == "sgd":
-        parts.append(optax.sgd(learning_rate))
-    elif name == "momentum":
-        parts.append(
-            optax.sgd(learning_rate, momentum=float(opt.momentum), nesterov=bool(opt.nesterov))
-        )
-    else:
-        parts.append(optax.adam(learning_rate))
-    if opt.get("weight_decay", 0.0):
-        parts.append(reg.decoupled_weight_decay(float(opt.weight_decay), learning_rate))
-    if opt.get("l1", 0.0):
-        parts.append(reg.prox_l1(float(opt.l1), learning_rate))
-    if opt.get("max_norm", 0.0):
-        parts.append(reg.max_norm(float(opt.max_norm)))
-    return optax.chain(*parts)
-
-
-def make_optimizer(opt) -> optax.GradientTransformation:
-    """The optax chain of an ``optimizer`` config block, wrapped to keep masks.
-
-    The chain, in order (each part only when its strength is non-zero)::
-
-        keep_pruned(inject_hyperparams(chain(
-            add_l2(l2),                        # coupled L2: before the optimizer
-            sgd | momentum | adam,             # scaled by the injected learning rate
-            decoupled_weight_decay(wd, lr),    # decoupled: after the optimizer
-            prox_l1(l1, lr),                   # proximal L1: exact zeros
-            max_norm(c),                       # projection: last
-        )))
-
-    ``adamw`` is ``adam`` with ``weight_decay`` decoupled (as above). The learning
-    rate is a hyperparameter set by the engine every step from the schedule.
-    """
-    if opt.name not in OPTIMIZERS:
-        raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {opt.name!r}")
-
-    def factory(learning_rate):
-        return optimizer_chain(opt, learning_rate)
-
-    return masks_lib.keep_pruned(
-        optax.inject_hyperparams(factory)(learning_rate=float(opt.learning_rate))
-    )
-
-
-def _set_learning_rate(opt_state: masks_lib.KeepPrunedState, lr):
-    inner = opt_state.inner_state
-    hp = dict(inner.hyperparams)
-    hp["learning_rate"] = jnp.asarray(lr, dtype=jnp.result_type(hp["learning_rate"]))
-    return opt_state._replace(inner_state=inner._replace(hyperparams=hp))
+__all__ = ["RunState", "FitResult", "Engine", "cross_entropy"]
 
 
 def cross_entropy(logits, labels):
     """Mean softmax cross-entropy with integer labels."""
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-
-
-def early_stop(val_loss, steps):
-    """``(index, step)`` of the minimum validation loss (first on ties).
-
-    NaN losses never win. Works on a 1-D curve.
-
-    Example:
-      >>> early_stop([3.0, 1.0, 1.0, 2.0], [10, 20, 30, 40])
-      (1, 20)
-    """
-    v = np.asarray(val_loss, dtype=np.float64)
-    v = np.where(np.isfinite(v), v, np.inf)
-    i = int(np.argmin(v))
-    return i, int(np.asarray(steps)[i])
-
-
-def curve_fields(curves, j: int) -> dict:
-    """The record fields of run ``j`` of ``curves`` (a :class:`Curves`): final and early-stop.
-
-    Final test/validation loss and accuracy, the early-stopping step
-    (:func:`early_stop`) with the validation loss and test accuracy there, the
-    eval steps and the training-loss, validation-loss and test-accuracy curves,
-    as plain Python numbers (what ``metrics.jsonl`` holds for every run).
-    """
-    bi, bstep = early_stop(curves.val_loss[j], curves.steps)
-    floats = lambda a: [float(v) for v in a]
-    return {
-        "final_test_accuracy": float(curves.test_accuracy[j, -1]),
-        "final_test_loss": float(curves.test_loss[j, -1]),
-        "final_val_loss": float(curves.val_loss[j, -1]),
-        "final_val_accuracy": float(curves.val_accuracy[j, -1]),
-        "best_val_step": bstep,
-        "best_val_loss": float(curves.val_loss[j, bi]),
-        "test_accuracy_at_best_val": float(curves.test_accuracy[j, bi]),
-        "eval_steps": [int(s) for s in curves.steps],
-        "train_loss_curve": floats(curves.train_loss[j]),
-        "val_loss_curve": floats(curves.val_loss[j]),
-        "test_accuracy_curve": floats(curves.test_accuracy[j]),
-    }
-
-
-# ----------------------------------------------------------------------------- engine
 
 
 class RunState(NamedTuple):
@@ -235,65 +81,21 @@ class RunState(NamedTuple):
     fail_step: jax.Array
 
 
-class Curves(NamedTuple):
-    """Evaluation curves, arrays of shape ``(runs, evals)``; ``steps`` is ``(evals,)``."""
+class FitResult(NamedTuple):
+    """What :meth:`Engine.fit` returns, for the real runs only (host copies as jax arrays).
 
-    steps: np.ndarray
-    train_loss: np.ndarray
-    val_loss: np.ndarray
-    val_accuracy: np.ndarray
-    test_loss: np.ndarray
-    test_accuracy: np.ndarray
-
-
-def _stable_argsort_u32(keys):
-    """Stable argsort of uint32 ``keys`` with ``n < 2**16``: two single-operand sorts.
-
-    A stable sort by a 32-bit key is a stable sort by its low 16 bits followed by
-    a stable sort by its high 16 bits (LSD radix); each is one sort of the unique
-    uint32 values ``digit << 16 | position``, which XLA's CPU sort does several
-    times faster than a (key, value) sort.
+    Attributes:
+      params, batch_stats: the trained state, leading run axis.
+      fail_step: numpy ``(runs,)``, the step of a non-finite loss or -1.
+      curves: the evaluation :class:`~lth_jax.curves.Curves`.
+      snapshot: ``(params, batch_stats)`` at ``snapshot_step``, or ``None``.
     """
-    n = keys.shape[0]
-    pos = jax.lax.iota(jnp.uint32, n)
-    order = jax.lax.sort((keys << 16) | pos) & 0xFFFF
-    high = jax.lax.sort(((keys[order] >> 16) << 16) | pos) & 0xFFFF
-    return order[high]
 
-
-def _permutation(key, n: int):
-    """``jax.random.permutation(key, n)`` as int32, bit for bit, faster for ``n < 2**16``.
-
-    Same rounds, keys and stable sorts as JAX's shuffle (``ceil(3 ln n / ln
-    (2**32 - 1))`` rounds of ``split``, 32 random bits per element and a stable
-    sort by them), with the sort done by :func:`_stable_argsort_u32`: a
-    permutation of MNIST's 55,000 training examples takes about 10 ms instead
-    of 23 ms on a CPU core. Larger ``n`` use ``jax.random.permutation``.
-    ``tests/test_benchmark.py`` checks the two agree.
-    """
-    if n >= 2**16:
-        return jax.random.permutation(key, n).astype(jnp.int32)
-    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
-    x = jax.lax.iota(jnp.int32, n)
-    for _ in range(rounds):
-        key, sub = jax.random.split(key)
-        x = x[_stable_argsort_u32(jax.random.bits(sub, (n,), jnp.uint32))]
-    return x
-
-
-def _pad_eval(x, y, batch):
-    n = x.shape[0]
-    batch = min(batch, n)
-    nb = -(-n // batch)
-    pad = nb * batch - n
-    w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-    y = np.concatenate([y, np.zeros((pad,), y.dtype)])
-    return (
-        x.reshape(nb, batch, *x.shape[1:]),
-        y.reshape(nb, batch),
-        w.reshape(nb, batch),
-    )
+    params: Any
+    batch_stats: Any
+    fail_step: np.ndarray
+    curves: Curves
+    snapshot: Any
 
 
 @dataclasses.dataclass(eq=False)
@@ -317,6 +119,14 @@ class Engine:
         ``inject_hyperparams`` state with a ``learning_rate``), as
         :func:`lth_jax.transfer.make_finetune_optimizer` does. The learning
         rate still follows ``optimizer``'s schedule.
+
+    Example (one run of a small MLP; ``ds`` any object with the six arrays)::
+
+        engine = Engine(model, ds, config.optimizer, steps=1000, batch_size=100, eval_every=100)
+        params, bs = engine.init(keys)                       # keys: (runs, 2)
+        masks = jax.vmap(lth_jax.masks.ones_like)(params)
+        out = engine.fit(params, bs, masks, data_keys, dropout_keys)
+        out.curves.test_accuracy[:, -1]                      # final test accuracy per run
     """
 
     model: nn.Module
@@ -343,13 +153,17 @@ class Engine:
         self.schedule = make_schedule(self.optimizer, self.steps)
         if self.tx is None:
             self.tx = make_optimizer(self.optimizer)
-        replicated = self._sharding(replicate=True)
+        replicated = parallel.sharding(self.mesh, replicate=True)
         put = (lambda a: jax.device_put(a, replicated)) if replicated is not None else jnp.asarray
         ebs = self.eval_batch_size
         self._data = {
             "train": (put(ds.train_x), put(ds.train_y.astype(np.int32))),
-            "val": tuple(put(a) for a in _pad_eval(ds.val_x, ds.val_y.astype(np.int32), ebs)),
-            "test": tuple(put(a) for a in _pad_eval(ds.test_x, ds.test_y.astype(np.int32), ebs)),
+            "val": tuple(
+                put(a) for a in pipeline.eval_batches(ds.val_x, ds.val_y.astype(np.int32), ebs)
+            ),
+            "test": tuple(
+                put(a) for a in pipeline.eval_batches(ds.test_x, ds.test_y.astype(np.int32), ebs)
+            ),
         }
         sample = np.asarray(ds.train_x[:1])
         self._sample = sample
@@ -359,7 +173,7 @@ class Engine:
         self.has_batch_stats = "batch_stats" in variables
         # Run-batched outputs are pinned to the runs sharding, so a chunk's output
         # feeds the next chunk without a new compilation.
-        out = {} if self.mesh is None else {"out_shardings": self._sharding()}
+        out = {} if self.mesh is None else {"out_shardings": parallel.sharding(self.mesh)}
         # On CPUs, region-analysis copy insertion lets the scan body update the
         # optimizer moments in place instead of copying them every step (7% of a
         # LeNet-300-100 step on one core, 14% with a run per core: less memory
@@ -371,23 +185,17 @@ class Engine:
         self._chunk = jax.jit(self._chunk_impl, donate_argnums=(0,), compiler_options=opts, **out)
         self._init = jax.jit(jax.vmap(self._init_impl), **out)
         self._new_runs = jax.jit(jax.vmap(self._new_runs_impl), **out)
+        self._evaluate_runs = None
         self.compilations = 0  # times the chunk program was traced
 
     # ------------------------------------------------------------------ sharding
-    def _sharding(self, replicate=False):
-        if self.mesh is None:
-            return None
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        return NamedSharding(self.mesh, PartitionSpec() if replicate else PartitionSpec("runs"))
-
     def num_shards(self) -> int:
-        return 1 if self.mesh is None else int(self.mesh.shape["runs"])
+        """Devices the run axis is split over (the run batch is padded to a multiple)."""
+        return parallel.num_shards(self.mesh)
 
     def shard(self, tree):
         """Places a run-batched tree on the mesh (runs axis split over devices)."""
-        s = self._sharding()
-        return tree if s is None else jax.device_put(tree, s)
+        return parallel.shard(tree, self.mesh)
 
     # ------------------------------------------------------------------ init
     def _init_impl(self, key):
@@ -396,8 +204,6 @@ class Engine:
 
     def init(self, keys):
         """Initial ``(params, batch_stats)`` for a batch of keys ``(R, 2)``."""
-        from lth_jax.parallel import pad_runs
-
         padded, n = pad_runs(keys, self.num_shards())
         out = self._init(self.shard(padded))
         return out if n == padded.shape[0] else jax.tree.map(lambda a: a[:n], out)
@@ -419,6 +225,46 @@ class Engine:
         """Fresh runs: params masked, a fresh optimizer state holding the mask."""
         return self._new_runs(*self.shard((params, batch_stats, mask, data_keys, dropout_keys)))
 
+    def chunk(self, runs: RunState, start: int, fixed_lr_step):
+        """One call of the compiled chunk program: ``eval_every`` steps from ``start``, then
+        evaluation. ``runs`` is donated; ``fixed_lr_step`` is an int32 (-1: follow the schedule).
+        Returns ``(runs, (train_loss, val_loss, val_acc, test_loss, test_acc))``, per run."""
+        return self._chunk(runs, jnp.int32(start), fixed_lr_step, self._data)
+
+    def lower(self, params, batch_stats, mask, data_keys, dropout_keys):
+        """The chunk program lowered for runs like these (``.compile()`` it to time compilation)."""
+        runs = self.new_runs(
+            *pad_runs((params, batch_stats, mask, data_keys, dropout_keys), self.num_shards())[0]
+        )
+        return self._chunk.lower(runs, jnp.int32(0), jnp.int32(-1), self._data)
+
+    def param_shapes(self):
+        """``jax.ShapeDtypeStruct`` s of one run's params (no computation)."""
+        return jax.eval_shape(self._init_impl, jax.random.PRNGKey(0))[0]
+
+    def evaluate(self, params, batch_stats, split: str = "test"):
+        """``(loss, accuracy)`` per run on ``split`` (``val`` or ``test``), in eval mode.
+
+        ``params`` and ``batch_stats`` carry a leading run axis; one compiled
+        evaluation for all runs (the same computation as the curves' points).
+        """
+        if self._evaluate_runs is None:
+            self._evaluate_runs = jax.jit(jax.vmap(self._evaluate, in_axes=(0, 0, None)))
+        return self._evaluate_runs(params, batch_stats, self._data[split])
+
+    def for_dataset(self, dataset) -> Engine:
+        """The same engine on another dataset, reusing the compiled programs when shapes match.
+
+        The compiled chunk takes the data as an argument, so a dataset with the
+        same array shapes (another random subset of the same size) needs no
+        new compilation.
+        """
+        other = dataclasses.replace(self, dataset=dataset)
+        same = jax.tree.map(np.shape, other._data) == jax.tree.map(np.shape, self._data)
+        if same and other.n_train == self.n_train:
+            other._chunk, other._init, other._new_runs = self._chunk, self._init, self._new_runs
+        return other
+
     # ------------------------------------------------------------------ the program
     def _apply(self, params, batch_stats, x, train, rng=None):
         variables = {"params": params}
@@ -439,23 +285,21 @@ class Engine:
         i = s % spe
         perm = jax.lax.cond(
             i == 0,
-            lambda: _permutation(jax.random.fold_in(run.data_key, s // spe), self.n_train),
+            lambda: pipeline.epoch_permutation(run.data_key, s // spe, self.n_train),
             lambda: run.perm,
         )
-        idx = jax.lax.dynamic_slice(perm, (i * self.batch_size,), (self.batch_size,))
+        idx = pipeline.batch_indices(perm, i, self.batch_size)
         x, y = train_x[idx], train_y[idx]
         step_key = jax.random.fold_in(run.dropout_key, s)
         if self.augment:
-            from lth_jax.data import random_crop_flip
-
-            x = random_crop_flip(jax.random.fold_in(step_key, 1), x)
+            x = pipeline.random_crop_flip(jax.random.fold_in(step_key, 1), x)
 
         def loss_fn(p):
             logits, bs = self._apply(p, run.batch_stats, x, True, step_key)
             return cross_entropy(logits, y), bs
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(run.params)
-        opt_state = _set_learning_rate(run.opt_state, lr)
+        opt_state = set_learning_rate(run.opt_state, lr)
         updates, opt_state = self.tx.update(grads, opt_state, run.params)
         new_params = optax.apply_updates(run.params, updates)
         alive = run.fail_step < 0
@@ -488,8 +332,8 @@ class Engine:
     def _run_chunk(self, run: RunState, s0, fixed_lr_step, data):
         """One run: ``eval_every`` steps from ``s0`` as a scan, then evaluation."""
         spe = self.steps_per_epoch
-        perm0 = _permutation(jax.random.fold_in(run.data_key, s0 // spe), self.n_train)
-        run = run._replace(perm=perm0.astype(jnp.int32))
+        perm0 = pipeline.epoch_permutation(run.data_key, s0 // spe, self.n_train)
+        run = run._replace(perm=perm0)
 
         def body(run, s):
             lr = self.schedule(jnp.where(fixed_lr_step >= 0, fixed_lr_step, s))
@@ -514,8 +358,7 @@ class Engine:
 
         if self.mesh is None:
             return local(runs, s0, fixed_lr_step, data)
-        from jax.sharding import PartitionSpec as P
-
+        P = PartitionSpec
         return jax.shard_map(
             local,
             mesh=self.mesh,
@@ -525,98 +368,94 @@ class Engine:
         )(runs, s0, fixed_lr_step, data)
 
     # ------------------------------------------------------------------ driver
-    def train(
+    def fit(
         self,
-        runs: RunState,
-        start_step: int,
+        params,
+        batch_stats,
+        mask,
+        data_keys,
+        dropout_keys,
+        start_step: int = 0,
+        *,
         snapshot_step: int | None = None,
         fixed_lr_step: int | None = None,
         desc: str = "train",
-        on_chunk: Callable[..., Any] | None = None,
-        resume: tuple[int, list, Any] | None = None,
-    ):
-        """Trains ``runs`` from ``start_step`` to ``self.steps``.
+        on_chunk: Callable[[int, Callable[[], tuple[dict, dict]]], Any] | None = None,
+        resume: tuple[int, dict, dict] | None = None,
+    ) -> FitResult:
+        """Trains a batch of runs from the given state: the one call every runner uses.
+
+        Every argument carries a leading run axis of the same length ``R``
+        (any ``R``: the batch is padded to a multiple of the devices and cut
+        back). The runs are masked and get a fresh optimizer state holding the
+        mask (:meth:`new_runs`), then train from ``start_step`` to ``steps``.
+        Data order and dropout keys are folded from the global step, so a
+        resumed call gives bit for bit what the uninterrupted one does.
 
         Args:
-          runs: batched :class:`RunState` (donated: do not reuse it).
-          start_step: global step to start at (a multiple of ``eval_every``).
-          snapshot_step: if given (a multiple of ``eval_every`` in
-            ``[start_step, steps]``), also return copies of ``(params,
-            batch_stats)`` at that step (the rewind point).
+          params, batch_stats, mask: the starting state (params need not be masked).
+          data_keys, dropout_keys: ``(R, 2)`` keys of the data order and dropout.
+          start_step: the global step to start at (a multiple of ``eval_every``).
+          snapshot_step: also return ``(params, batch_stats)`` at that step (a
+            multiple of ``eval_every`` in ``[start_step, steps]``: the rewind point).
           fixed_lr_step: evaluate the schedule at this step throughout
-            (fine-tuning at the final learning rate).
-          desc: progress-bar label.
-          on_chunk: optional ``on_chunk(step, runs, outs, snapshot)``, called
-            after every chunk with the global step reached, the current runs,
-            the evaluation outputs so far (one tuple of per-run arrays per
-            chunk) and the snapshot so far (or ``None``). ``runs`` is donated to
-            the next chunk, so read it (e.g. to save it) before returning. It
-            may raise to stop training (a checkpoint-and-exit on a signal).
-          resume: ``(step, outs, snapshot)`` as ``on_chunk`` saw them, with
-            ``runs`` the runs at that ``step``: continues an earlier call from
-            there. Data order and dropout keys are folded from the global step,
-            so the result is bit for bit the uninterrupted call's.
+            (fine-tuning at the last learning rate).
+          desc: progress-bar label (and the name used in warnings).
+          on_chunk: ``on_chunk(step, get_state)`` after every chunk; ``get_state()``
+            gives ``(state, meta)``, a host copy of the batch in progress to save
+            as a mid-round checkpoint (call it before returning). It may raise
+            to stop training.
+          resume: ``(step, state, meta)`` as saved from ``get_state``: continues
+            from there, bit for bit as an uninterrupted call. A state that does
+            not fit these runs is reported on stderr and ignored.
 
         Returns:
-          ``(runs, curves, snapshot)``.
+          A :class:`FitResult` for the ``R`` real runs.
         """
-        e = self.eval_every
-        if start_step % e or self.steps % e:
-            raise ValueError(
-                f"start step {start_step} and train.steps {self.steps} must be multiples of "
-                f"train.eval_every={e}"
-            )
-        snapshot = None
-        outs, eval_steps = [], []
-        first = start_step
+        inputs = (params, batch_stats, mask, data_keys, dropout_keys)
+        inputs, n = pad_runs(inputs, self.num_shards())
+        runs = self.new_runs(*inputs)
+        progress = None
         if resume is not None:
-            first, outs, snapshot = int(resume[0]), list(resume[1]), resume[2]
-            if first % e or not start_step < first <= self.steps:
-                raise ValueError(
-                    f"cannot resume at step {first}: it must be a multiple of "
-                    f"train.eval_every={e} in ({start_step}, {self.steps}]"
+            step, state, meta = resume
+            try:
+                restored, outs, snap = ckpt_lib.resume_state(
+                    state, meta, runs, (inputs[0], inputs[1]), n, self.num_shards()
                 )
-            if len(outs) != (first - start_step) // e:
-                raise ValueError(
-                    f"cannot resume at step {first}: {len(outs)} evaluations given, "
-                    f"{(first - start_step) // e} expected"
+                runs, progress = self.shard(restored), (step, outs, snap)
+            except (ValueError, KeyError, IndexError) as e:
+                print(
+                    f"warning: the mid-round checkpoint of {desc} does not fit this run "
+                    f"({e}); starting the round from its beginning",
+                    file=sys.stderr,
                 )
-            eval_steps = list(range(start_step + e, first + 1, e))
-        elif snapshot_step == start_step:
-            snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
-        fixed = jnp.int32(-1 if fixed_lr_step is None else fixed_lr_step)
-        bar = tqdm(
-            total=self.steps - start_step,
-            initial=first - start_step,
+        hook = None
+        if on_chunk is not None:
+
+            def hook(step, runs, outs, snapshot):
+                on_chunk(step, lambda: ckpt_lib.partial_state(runs, outs, snapshot, n))
+
+        runs, curves, snap = loop.run_chunks(
+            self,
+            runs,
+            start_step,
+            snapshot_step=snapshot_step,
+            fixed_lr_step=fixed_lr_step,
             desc=desc,
-            disable=not self.progress,
-            leave=False,
-            unit="step",
-            dynamic_ncols=True,
+            on_chunk=hook,
+            resume=progress,
         )
-        try:
-            for s0 in range(first, self.steps, e):
-                runs, out = self._chunk(runs, jnp.int32(s0), fixed, self._data)
-                outs.append(out)
-                eval_steps.append(s0 + e)
-                if snapshot_step == s0 + e:
-                    snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
-                if self.progress:
-                    jax.block_until_ready(out[1])
-                    bar.set_postfix(val_loss=f"{float(jnp.mean(out[1])):.3f}")
-                bar.update(e)
-                if on_chunk is not None:
-                    on_chunk(s0 + e, runs, outs, snapshot)
-        finally:
-            bar.close()
-        outs = to_host(outs)
-        stack = lambda j: np.stack([o[j] for o in outs], axis=1) if outs else np.zeros((0, 0))
-        curves = Curves(
-            steps=np.asarray(eval_steps, np.int64),
-            train_loss=stack(0),
-            val_loss=stack(1),
-            val_accuracy=stack(2),
-            test_loss=stack(3),
-            test_accuracy=stack(4),
+        # Results leave the devices here (gathered from every process when multi-host).
+        cut = lambda t: (
+            None if t is None else jax.tree.map(lambda a: jnp.asarray(a[:n]), to_host(t))
         )
-        return runs, curves, snapshot
+        curves = curves._replace(
+            **{f: getattr(curves, f)[:n] for f in curves._fields if f != "steps"}
+        )
+        return FitResult(
+            params=cut(runs.params),
+            batch_stats=cut(runs.batch_stats),
+            fail_step=to_host(runs.fail_step)[:n],
+            curves=curves,
+            snapshot=cut(snap),
+        )

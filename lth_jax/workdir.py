@@ -36,6 +36,7 @@ import shutil
 import signal
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lth_jax import checks
@@ -59,6 +60,8 @@ __all__ = [
     "sync_metrics",
     "Interrupted",
     "SignalGuard",
+    "ChunkSaver",
+    "note",
 ]
 
 CONFIG = "config.json"
@@ -173,3 +176,242 @@ def remove_stale_tmp_files(directory: str) -> None:
         if sep and head and pid.isdigit() and int(pid) != os.getpid():
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(directory, name))
+
+
+# ----------------------------------------------------------------------------- the workdir
+
+
+def check_path(workdir: str) -> None:
+    """Refuses a workdir that cannot be created or written, before any work.
+
+    Raises:
+      ConfigError: not a path, not a directory, not writable, or under a file.
+    """
+    if not isinstance(workdir, str | os.PathLike) or not str(workdir):
+        raise ConfigError(f"workdir must be a directory path, got {workdir!r}")
+    path = os.path.abspath(workdir)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ConfigError(f"workdir {workdir} exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"workdir {workdir} is not writable")
+        return
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"workdir {workdir} cannot be created: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"workdir {workdir} cannot be created: {parent} is not writable")
+
+
+def prepare(workdir: str, overwrite: bool, owned: Sequence[str], is_main: bool = True) -> None:
+    """Creates ``workdir``; with ``overwrite``, deletes the files and folders in ``owned``.
+
+    Also removes the ``*.tmp-<pid>`` files a killed writer left behind. Only the
+    main process (``is_main``) deletes anything.
+
+    Raises:
+      ConfigError: the directory cannot be created.
+    """
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"workdir {workdir} cannot be created: {e.strerror}") from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise ConfigError(f"workdir {workdir} is not writable")
+    if not is_main:
+        return
+    if overwrite:
+        for name in owned:
+            p = os.path.join(workdir, name)
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.exists(p):
+                os.remove(p)
+    remove_stale_tmp_files(workdir)
+
+
+def check_config_drift(
+    workdir: str,
+    new: dict,
+    *,
+    defaults: dict,
+    harmless: Sequence[str] = (),
+    growable: Sequence[str] = (),
+    upgrade: Callable[[dict], dict] | None = None,
+) -> None:
+    """Refuses to resume ``workdir`` with a config whose results would differ.
+
+    Args:
+      workdir: the workdir; nothing is checked when it holds no ``config.json``.
+      new: the config to run, as JSON (:func:`config_to_json`).
+      defaults: every key's default, as JSON: a key that one side lacks (a
+        key added after the workdir was made) counts as different only when
+        the other side's value is not its default.
+      harmless: keys (or blocks) that may differ (they do not change results).
+      growable: integer keys that may grow (``imp.rounds``: finished rounds do
+        not depend on how many follow); they may not shrink.
+      upgrade: converts a ``config.json`` written by an older version to the
+        current layout before comparing.
+
+    Raises:
+      ConfigError: naming the differing keys, with both values.
+    """
+    try:
+        saved = read_json(os.path.join(workdir, CONFIG))
+    except ValueError as e:
+        raise ConfigError(
+            f"workdir {workdir}: {e}; fix or remove it, or use --overwrite to discard the run"
+        ) from None
+    if saved is None:
+        return
+    if upgrade is not None:
+        saved = upgrade(saved)
+    old, new, base = checks.flatten(saved), checks.flatten(new), checks.flatten(defaults)
+    missing = checks.MISSING
+
+    def differs(k):
+        a, b = old.get(k, missing), new.get(k, missing)
+        if a is missing or b is missing:
+            present = b if a is missing else a
+            return k not in base or present != base[k]
+        return a != b
+
+    def grows(k):
+        return k in growable and k in old and k in new and int(new[k]) > int(old[k])
+
+    diff = sorted(
+        k
+        for k in set(old) | set(new)
+        if not any(k == h or k.startswith(h + ".") for h in harmless)
+        and differs(k)
+        and not grows(k)
+    )
+    if diff:
+        show = lambda d, k: repr(d[k]) if k in d else "<missing>"
+        shown = ", ".join(f"{k} ({show(old, k)} -> {show(new, k)})" for k in diff[:5])
+        more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
+        raise ConfigError(
+            f"workdir {workdir} holds a run with a different config: {shown}{more}; "
+            "use another --workdir, or --overwrite to discard it"
+        )
+
+
+def sync_metrics(path: str, records: list[dict]) -> list[dict]:
+    """Makes ``metrics.jsonl`` hold ``records``; returns what it held before.
+
+    Lines of rounds beyond ``records`` (a round whose checkpoint was unreadable
+    and is being redone) are kept until that round is written again.
+    """
+    try:
+        existing = read_jsonl(path)
+    except ValueError:
+        existing = []
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    n = len(records)
+    if len(existing) > n and same(existing[:n], records):
+        return existing
+    if not same(existing, records):
+        write_jsonl_atomic(path, records)
+    return existing
+
+
+def note(msg: str, is_main: bool = True) -> None:
+    """Prints ``lth-jax: <msg>`` on stderr (from the main process only)."""
+    if is_main:
+        print(f"lth-jax: {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped on SIGINT or SIGTERM after saving a checkpoint.
+
+    Attributes:
+      signum: the signal number.
+      exit_code: ``128 + signum`` (130 for SIGINT, 143 for SIGTERM), what
+        ``lth-jax`` exits with.
+    """
+
+    def __init__(self, signum: int, where: str):
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        name = signal.Signals(self.signum).name
+        super().__init__(f"stopped by {name} {where}; run the same command again to resume")
+
+
+class SignalGuard:
+    """Turns the first SIGINT/SIGTERM into a flag (``signum``) checked at safe points.
+
+    A second signal stops at once (raising :class:`Interrupted`); the last
+    checkpoint written stays valid. Only in the main thread of a single process
+    (``enabled``).
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self):
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._old[sig] = signal.signal(sig, self._handle)
+                except (ValueError, OSError):  # pragma: no cover - exotic embeddings
+                    pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            self._restore()
+            raise Interrupted(signum, "at once (second signal); the last checkpoint is kept")
+        self.signum = signum
+        print(
+            f"lth-jax: {signal.Signals(signum).name} received: saving a checkpoint at the end of "
+            "the current chunk (send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def __exit__(self, *exc):
+        self._restore()
+        return False
+
+
+class ChunkSaver:
+    """The ``on_chunk`` hook of one round: mid-round checkpoints, and a stop on a signal.
+
+    Args:
+      ck: a :class:`lth_jax.checkpoint.RoundCheckpointer`.
+      round_: the round in progress.
+      every: save at the end of the first chunk at or after every multiple of
+        this many steps (0: only when a signal asks to stop).
+      steps: the round's last step (its checkpoint is the round's own).
+      guard: the :class:`SignalGuard` of the run.
+      start: the step the round (or its resumption) starts at.
+    """
+
+    def __init__(self, ck, round_: int, every: int, steps: int, guard: SignalGuard, start: int):
+        self.ck, self.round, self.guard = ck, round_, guard
+        self.every, self.steps = int(every), int(steps)
+        self.next_due = (start // self.every + 1) * self.every if self.every else None
+
+    def __call__(self, step: int, get_state) -> None:
+        if step >= self.steps:  # the round checkpoint follows
+            return
+        stop = self.guard.signum is not None
+        if stop or (self.next_due is not None and step >= self.next_due):
+            state, meta = get_state()
+            self.ck.save_partial(self.round, step, state, meta)
+            if self.every:
+                self.next_due = (step // self.every + 1) * self.every
+        if stop:
+            raise Interrupted(self.guard.signum, f"in round {self.round} at step {step}")

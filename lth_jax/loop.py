@@ -1,0 +1,100 @@
+"""The Python loop over an engine's compiled chunks: progress, snapshots, hooks, curves.
+
+:meth:`lth_jax.train.Engine.fit` calls :func:`run_chunks`; each iteration is one
+call of the compiled chunk program (``eval_every`` steps and an evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from lth_jax.curves import Curves
+from lth_jax.parallel import to_host
+
+__all__ = ["run_chunks"]
+
+
+def run_chunks(
+    engine,
+    runs,
+    start_step: int,
+    snapshot_step: int | None = None,
+    fixed_lr_step: int | None = None,
+    desc: str = "train",
+    on_chunk: Callable[..., Any] | None = None,
+    resume: tuple[int, list, Any] | None = None,
+):
+    """Trains ``runs`` (padded, sharded; donated) chunk by chunk up to ``engine.steps``.
+
+    ``on_chunk(step, runs, outs, snapshot)`` sees the runs after each chunk
+    (read them before returning: they are donated to the next chunk), the
+    evaluation outputs so far and the snapshot so far; ``resume`` is
+    ``(step, outs, snapshot)`` as it saw them. Returns ``(runs, curves,
+    snapshot)``.
+    """
+    e = engine.eval_every
+    if start_step % e or engine.steps % e:
+        raise ValueError(
+            f"start step {start_step} and train.steps {engine.steps} must be multiples of "
+            f"train.eval_every={e}"
+        )
+    snapshot = None
+    outs, eval_steps = [], []
+    first = start_step
+    if resume is not None:
+        first, outs, snapshot = int(resume[0]), list(resume[1]), resume[2]
+        if first % e or not start_step < first <= engine.steps:
+            raise ValueError(
+                f"cannot resume at step {first}: it must be a multiple of "
+                f"train.eval_every={e} in ({start_step}, {engine.steps}]"
+            )
+        if len(outs) != (first - start_step) // e:
+            raise ValueError(
+                f"cannot resume at step {first}: {len(outs)} evaluations given, "
+                f"{(first - start_step) // e} expected"
+            )
+        eval_steps = list(range(start_step + e, first + 1, e))
+    elif snapshot_step == start_step:
+        snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
+    fixed = jnp.int32(-1 if fixed_lr_step is None else fixed_lr_step)
+    bar = tqdm(
+        total=engine.steps - start_step,
+        initial=first - start_step,
+        desc=desc,
+        disable=not engine.progress,
+        leave=False,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    try:
+        for s0 in range(first, engine.steps, e):
+            runs, out = engine.chunk(runs, s0, fixed)
+            outs.append(out)
+            eval_steps.append(s0 + e)
+            if snapshot_step == s0 + e:
+                snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
+            if engine.progress:
+                jax.block_until_ready(out[1])
+                bar.set_postfix(val_loss=f"{float(jnp.mean(out[1])):.3f}")
+            bar.update(e)
+            if on_chunk is not None:
+                on_chunk(s0 + e, runs, outs, snapshot)
+    finally:
+        bar.close()
+    outs = to_host(outs)
+    stack = lambda j: np.stack([o[j] for o in outs], axis=1) if outs else np.zeros((0, 0))
+    curves = Curves(
+        steps=np.asarray(eval_steps, np.int64),
+        train_loss=stack(0),
+        val_loss=stack(1),
+        val_accuracy=stack(2),
+        test_loss=stack(3),
+        test_accuracy=stack(4),
+    )
+    return runs, curves, snapshot
