@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from lth_jax.report.tables import markdown_table
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRESET = os.path.join(HERE, "configs", "regularizers_mnist1d.py")
 SMALL = 1e-3
@@ -102,18 +104,26 @@ def _ms(values, scale=100.0, digits=2) -> str:
 
 
 def format_table(results: list[dict]) -> str:
-    header = (
-        "| setting | regularizer | final test acc (%) | test acc at early stop (%) "
-        "| weights exactly 0 (%) | weights with abs < 1e-3 (%) |"
-    )
-    lines = [header, "|:--|:--|--:|--:|--:|--:|"]
-    for r in results:
-        lines.append(
-            f"| {r['setting']} | {r['regularizer']} | {_ms(r['final_test_accuracy'])} "
-            f"| {_ms(r['test_accuracy_at_best_val'])} | {_ms(r['exact_zero_fraction'])} "
-            f"| {_ms(r['below_1e-3_fraction'])} |"
-        )
-    return "\n".join(lines)
+    header = [
+        "setting",
+        "regularizer",
+        "final test acc (%)",
+        "test acc at early stop (%)",
+        "weights exactly 0 (%)",
+        "weights with abs < 1e-3 (%)",
+    ]
+    body = [
+        [
+            r["setting"],
+            r["regularizer"],
+            _ms(r["final_test_accuracy"]),
+            _ms(r["test_accuracy_at_best_val"]),
+            _ms(r["exact_zero_fraction"]),
+            _ms(r["below_1e-3_fraction"]),
+        ]
+        for r in results
+    ]
+    return markdown_table(header, body, [False, False, True, True, True, True], padded=False)
 
 
 def main(argv=None) -> int:

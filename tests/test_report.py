@@ -1,4 +1,4 @@
-"""Tests for lth_jax.report: reading metrics.jsonl, summaries, the table and the report files."""
+"""Tests for lth_jax.report: reading metrics.jsonl, summaries, tables and the report files."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lth_jax import report
+from lth_jax.report import files, tables
 
 ARMS = ("ticket", "reinit", "random_mask")
 ROUNDS = 5
@@ -67,16 +68,14 @@ def _write(workdir, records, tail: str | None = None, config: dict | None = None
 def _config(**overrides) -> dict:
     """A config.json as ``lth-jax run`` writes it, with dotted-key overrides."""
     from lth_jax import config as config_lib
-    from lth_jax import lottery
+    from lth_jax.workdir import config_to_json
 
     c = config_lib.default_config()
+    from lth_jax.checks import set_value
+
     for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return lottery.config_to_json(c)
+        set_value(c, key, value)
+    return config_to_json(c)
 
 
 def _failed(rnd=2, arm="reinit", trial=1) -> dict:
@@ -294,17 +293,24 @@ def test_main_report_errors(tmp_path):
 
 
 def test_labels_unique():
-    assert report._labels(["/a/run", "/b/run"]) == ["a/run", "b/run"]
-    assert report._labels(["/a/x", "/a/y"]) == ["x", "y"]
+    assert files.labels(["/a/run", "/b/run"]) == ["a/run", "b/run"]
+    assert files.labels(["/a/x", "/a/y"]) == ["x", "y"]
+    assert files.labels(["/a/x", "/a/x"]) == ["/a/x", "/a/x#2"]
 
 
 def test_config_summary():
     # The real config keys: model.name, dataset.name, train.steps, imp.rounds,
     # imp.prune_rate (+ per-layer rates), num_trials.
-    line = report.config_summary(_config(**{"imp.layer_rates": {}}))
+    cfg = _config()
+    cfg["imp"]["layer_rates"] = {}
+    line = report.config_summary(cfg)
     assert line == (
         "model: mlp · dataset: mnist1d · steps: 3000 · rounds: 13 · prune rate: 0.2 · trials: 4"
     )
+    # Per-layer rates, as an object or as a list of [regex, rate] pairs.
+    for rates in ({"head": 0.1, "Conv_": 0.15}, [["head", 0.1], ["Conv_", 0.15]]):
+        cfg["imp"]["layer_rates"] = rates
+        assert "· prune rate: 0.2 (head: 0.1, Conv_: 0.15) ·" in report.config_summary(cfg)
     # Non-default scope, rewinding and kind are shown; nothing else is guessed.
     line = report.config_summary(
         _config(
@@ -366,3 +372,137 @@ def test_write_report_rejects_file_and_all_failed_plots(tmp_path, workdir):
     text = report.write_report(d)
     assert text.count("0 (1 failed)") == 3
     _check_png(os.path.join(d, "report.png"))
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def test_markdown_table_padded_and_plain():
+    table = tables.markdown_table(
+        ["arm", "acc"], [["ticket", "97.10 ± 0.20"], ["dense", "96"]], [False, True]
+    )
+    assert table.splitlines() == [
+        "| arm    |          acc |",
+        "|:-------|-------------:|",
+        "| ticket | 97.10 ± 0.20 |",
+        "| dense  |           96 |",
+    ]
+    plain = tables.markdown_table(["a", "b", "c"], [["x", "1", "2"]], [False, True, True], False)
+    assert plain == "| a | b | c |\n|:--|--:|--:|\n| x | 1 | 2 |"
+    assert tables.markdown_table(["a"], [], [True]) == "|   a |\n|----:|"
+
+
+def test_pct():
+    assert tables.pct(0.5, 0.01, 3) == "50.00 ± 1.00"
+    assert tables.pct(0.5, 0.0, 1) == "50.00"
+    assert tables.pct(float("nan"), float("nan"), 0) == "failed"
+    assert tables.pct(float("nan"), float("nan"), 2) == "-"
+    assert tables.pct(float("nan"), float("nan"), 2, nonfinite="failed") == "failed"
+
+
+def test_load_names_the_line_of_a_bad_record(tmp_path):
+    d = tmp_path / "x"
+    os.makedirs(d)
+    ok = json.dumps(_records()[0])
+    (d / "metrics.jsonl").write_text(f'{ok}\n\n{{"arm": "a"}}\n{ok}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:3: record has no 'round'"):
+        report.load_records(d)
+    (d / "metrics.jsonl").write_text(f"{ok}\n[1, 2]\n{ok}\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: expected a JSON object, got list"):
+        report.load_records(d)
+
+
+def test_report_imports_no_jax_and_no_runner():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lth_jax.report; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax') "
+        "or m in ('lth_jax.transfer', 'lth_jax.lottery', 'lth_jax.instability', "
+        "'lth_jax.train', 'lth_jax.models', 'lth_jax.data')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- transfer
+
+
+def _transfer_records() -> list[dict]:
+    """Two sizes x (scratch, pretrained, ticket_source) x 3 trials; one failed record."""
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, (size, n_train) in enumerate([(0.1, 150), (1.0, 1500)]):
+        for arm, phase, density in [
+            ("scratch", "finetune", 1.0),
+            ("pretrained", "finetune", 1.0),
+            ("ticket_source", "ticket", 0.125),
+        ]:
+            for trial in range(3):
+                acc = {"scratch": 0.6, "pretrained": 0.7, "ticket_source": 0.65}[arm] + 0.1 * i
+                recs.append(
+                    {
+                        "arm": arm,
+                        "phase": phase,
+                        "size_index": i,
+                        "train_size": size,
+                        "n_train": n_train,
+                        "trial": trial,
+                        "density": density,
+                        "status": "ok",
+                        "final_test_accuracy": acc + float(rng.uniform(-0.01, 0.01)),
+                        "test_accuracy_at_best_val": acc,
+                        "source_test_accuracy": 0.9 + 0.01 * trial,
+                    }
+                )
+    recs[0].update(status="nan", final_test_accuracy=float("nan"))  # size 0, scratch, trial 0
+    return recs
+
+
+def test_transfer_report(tmp_path):
+    recs = _transfer_records()
+    config = {
+        "kind": "transfer",
+        "model": {"name": "mlp"},
+        "transfer": {"arms": ["scratch", "pretrained", "ticket_source"], "ticket_head": "dense"},
+        "imp": {"rounds": 3, "prune_rate": 0.5, "scope": "layerwise"},
+        "num_trials": 3,
+    }
+    wd = _write(tmp_path / "tr", recs, config=config)
+    assert report.workdir_kind(wd) == "transfer"
+    rows = report.transfer.summarize(report.transfer.load_records(wd))
+    assert [(r["size_index"], r["arm"]) for r in rows][:3] == [
+        (0, "scratch"),
+        (0, "pretrained"),
+        (0, "ticket_source"),
+    ]
+    assert rows[0]["n"] == 2 and rows[0]["n_failed"] == 1
+    eff = report.transfer.effects(recs)
+    first = next(e for e in eff if e["effect"] == "pretraining (no dropout)")
+    assert first["size_index"] == 0 and first["n"] == 2 and first["wins"] == 2  # failed left out
+    text = report.write_report([wd])  # dispatched on the kind in config.json
+    md = open(os.path.join(wd, "report.md")).read()
+    assert md.startswith("# Transfer report: tr\n")
+    assert text.split("\n\n")[0] in md
+    assert "| 10%               |     150 | scratch       |       100 | 2 (1 failed) |" in text
+    assert "pretraining (no dropout): pretrained - scratch" in text
+    # The ticket arms are the records with phase "ticket": the config line names the tickets.
+    assert "tickets: 3 IMP rounds at 0.5 (layerwise), new head dense" in md
+    assert "Source (pretrained network) test accuracy on the source task: 91.00 ± 1.00%" in md
+    _check_png(os.path.join(wd, "report.png"))
+
+
+def test_transfer_load_errors(tmp_path):
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(ValueError, match="no metrics.jsonl in experiment directory"):
+        report.transfer.load_records(str(tmp_path / "empty"))
+    d = _write(tmp_path / "lottery", _records()[:2])
+    with pytest.raises(ValueError, match="no transfer records in"):
+        report.transfer.load_records(d)
+
+
+def test_train_size_label():
+    assert report.transfer.train_size_label(0.1) == "10%"
+    assert report.transfer.train_size_label(1.0) == "100%"
+    assert report.transfer.train_size_label(500) == "500"

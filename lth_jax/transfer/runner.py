@@ -170,12 +170,6 @@ def _load_source(config, workdir, overwrite, progress) -> _Source:
 # ----------------------------------------------------------------------------- fine-tuning
 
 
-def _train_size_label(size) -> str:
-    if isinstance(size, float):
-        return f"{100 * size:g}%"
-    return str(size)
-
-
 class _SizeRunner:
     """Fine-tunes every arm of one target size, trial by trial."""
 
@@ -333,7 +327,7 @@ class _SizeRunner:
                     mask,
                     rep(self.key(trial, "transfer_data")),
                     rep(self.key(trial, "transfer_dropout")),
-                    desc=f"size {_train_size_label(self.size)} trial {trial}",
+                    desc=f"size {transfer_report.train_size_label(self.size)} trial {trial}",
                 )
                 for j, (arm, *_rest) in enumerate(items):
                     m1 = parallel.take_runs(mask, j, j + 1)

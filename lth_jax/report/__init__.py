@@ -1,0 +1,111 @@
+"""Reports of experiment workdirs: ``report.md`` (tables) and ``report.png`` (a figure).
+
+:func:`write_report` (``lth-jax report DIR ...``, through :func:`main_report`)
+reads each workdir's ``metrics.jsonl`` and ``config.json`` and writes the
+report of its kind:
+
+* lottery and instability workdirs (:mod:`lth_jax.report.lottery`, figure in
+  :mod:`lth_jax.report.lottery_figure`): accuracy, early-stop step and error
+  barrier against % weights, one or several workdirs compared;
+* a transfer workdir (:mod:`lth_jax.report.transfer`): target accuracy against
+  the target training-set size, reported on its own.
+
+The pieces they share: :mod:`lth_jax.report.files` (reading and writing the
+files), :mod:`lth_jax.report.stats` (failed records, statistics over trials)
+and :mod:`lth_jax.report.tables` (the markdown table writer, cell formats).
+Nothing here imports JAX or a runner.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from lth_jax.report import lottery, transfer
+from lth_jax.report.files import CONFIG_FILE, METRICS_FILE, REPORT_MD, REPORT_PNG, workdir_kind
+from lth_jax.report.lottery import (
+    TABLE_COLUMNS,
+    config_summary,
+    format_table,
+    load_records,
+    summarize,
+)
+from lth_jax.report.lottery_figure import arm_lines, plot_report
+from lth_jax.report.stats import trial_stats
+from lth_jax.report.tables import format_density
+
+__all__ = [
+    "METRICS_FILE",
+    "CONFIG_FILE",
+    "TABLE_COLUMNS",
+    "load_records",
+    "summarize",
+    "format_table",
+    "format_density",
+    "config_summary",
+    "plot_report",
+    "arm_lines",
+    "write_report",
+    "main_report",
+    "trial_stats",
+    "workdir_kind",
+]
+
+
+def write_report(
+    workdirs: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike | None = None,
+    title: str | None = None,
+) -> str:
+    """Write ``report.md`` and ``report.png`` for one or several workdirs; return the table text.
+
+    Lottery and instability workdirs: :func:`lth_jax.report.lottery.write_report`
+    (one workdir, or several compared on one figure, written into ``out_dir``,
+    default the **first** workdir).
+
+    A transfer workdir (``kind: transfer`` in its ``config.json``) gets its own
+    report, :func:`lth_jax.report.transfer.write_report` (target accuracy against
+    the target training-set size); it cannot be compared with others on one plot.
+
+    Raises :class:`ValueError` (one line, naming the path) for a missing
+    directory, a missing ``metrics.jsonl``, or one without records.
+    """
+    if isinstance(workdirs, str | os.PathLike):
+        workdirs = [workdirs]
+    workdirs = [os.fspath(d) for d in workdirs]
+    if not workdirs:
+        raise ValueError("no experiment directory given")
+    for d in workdirs:
+        if not os.path.isdir(d):
+            raise ValueError(f"no such experiment directory: {d}")
+    kinds = [workdir_kind(d) == "transfer" for d in workdirs]
+    if any(kinds):  # a transfer workdir has its own report
+        if len(workdirs) > 1:
+            raise ValueError(
+                "a transfer workdir is reported on its own: lth-jax report "
+                + workdirs[kinds.index(True)]
+            )
+        return transfer.write_report(workdirs[0], out_dir=out_dir)
+    return lottery.write_report(workdirs, out_dir=out_dir, title=title)
+
+
+def main_report(
+    paths: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike | None = None,
+    title: str | None = None,
+) -> int:
+    """CLI helper for ``lth-jax report DIR [DIR ...]``: write the report, print the table, return 0.
+
+    Raises :class:`ValueError` with a one-line message naming the path when a
+    directory is missing or holds no metrics.
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("no experiment directory given")
+    text = write_report(paths, out_dir=out_dir, title=title)
+    out = os.fspath(out_dir) if out_dir is not None else paths[0]
+    print(text)
+    print(f"\nwrote {os.path.join(out, REPORT_MD)} and {os.path.join(out, REPORT_PNG)}")
+    return 0

@@ -1,0 +1,108 @@
+"""The files of a report: reading ``metrics.jsonl`` and ``config.json``, writing ``report.md``.
+
+A workdir holds ``metrics.jsonl`` (read with :func:`lth_jax.workdir.read_jsonl`,
+the project's one JSON-lines reader) and usually ``config.json``; the report
+writes ``report.md`` and ``report.png``, into the workdir unless told another
+folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+from lth_jax.workdir import read_jsonl
+
+__all__ = [
+    "METRICS_FILE",
+    "CONFIG_FILE",
+    "REPORT_MD",
+    "REPORT_PNG",
+    "read_records",
+    "read_config",
+    "workdir_kind",
+    "labels",
+    "out_dir_for",
+    "write_markdown",
+]
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+REPORT_MD = "report.md"
+REPORT_PNG = "report.png"
+
+
+def read_records(path: str, required: Sequence[str] = ()) -> list[dict]:
+    """The records of the JSON-lines file ``path``; each must hold the keys ``required``.
+
+    Raises:
+      ValueError: as :func:`lth_jax.workdir.read_jsonl` does (``<path>:<line>:
+        malformed JSON line (...)``, ``<path>:<line>: expected a JSON object``),
+        and ``<path>:<line>: record has no '<key>'`` for a missing key.
+    """
+    records = read_jsonl(path, missing_ok=True)
+    for k, rec in enumerate(records):
+        for key in required:
+            if key not in rec:
+                raise ValueError(f"{path}:{_line_of_record(path, k)}: record has no {key!r}")
+    return records
+
+
+def _line_of_record(path: str, k: int) -> int:
+    """The line number of the ``k``-th record: blank lines hold none, every other line does."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    return [i + 1 for i, line in enumerate(lines) if line.strip()][k]
+
+
+def read_config(workdir: str) -> tuple[dict | None, str | None]:
+    """``(config, error)``: the parsed config.json, or ``None`` and why not (``None`` if absent)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        return None, f"{CONFIG_FILE} unreadable: {e}"
+    if not isinstance(cfg, dict):
+        return None, f"{CONFIG_FILE} is not a JSON object"
+    return cfg, None
+
+
+def workdir_kind(workdir: str) -> str | None:
+    """The ``kind`` in ``workdir/config.json`` (``lottery`` when unset), ``None`` without one."""
+    cfg, _ = read_config(os.fspath(workdir))
+    return None if cfg is None else cfg.get("kind", "lottery")
+
+
+def labels(workdirs: Sequence[str]) -> list[str]:
+    """Short unique labels: the directory names, with parents added until unique."""
+    parts = [os.path.normpath(os.path.abspath(d)).split(os.sep) for d in workdirs]
+    depth = 1
+    while True:
+        found = ["/".join(p[-depth:]) for p in parts]
+        if len(set(found)) == len(found) or depth >= max(len(p) for p in parts):
+            break
+        depth += 1
+    seen: dict[str, int] = {}
+    out = []
+    for lab in found:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if seen[lab] == 1 else f"{lab}#{seen[lab]}")
+    return out
+
+
+def out_dir_for(workdir: str, out_dir: str | os.PathLike | None) -> str:
+    """The folder the report goes into (``out_dir``, default ``workdir``), created."""
+    out = os.fspath(out_dir) if out_dir is not None else workdir
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def write_markdown(out: str, lines: list[str], title: str, notes: str) -> None:
+    """Writes ``out/report.md``: ``lines``, then the figure and the ``notes`` paragraph."""
+    lines = [*lines, f"![{title}]({REPORT_PNG})", "", notes, ""]
+    with open(os.path.join(out, REPORT_MD), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
