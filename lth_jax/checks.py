@@ -23,6 +23,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "ConfigError",
     "is_int",
@@ -47,13 +49,13 @@ class ConfigError(ValueError):
 
 
 def is_int(v) -> bool:
-    """Whether ``v`` is a Python integer (not a bool)."""
-    return isinstance(v, int) and not isinstance(v, bool)
+    """Whether ``v`` is a Python or numpy integer (not a bool)."""
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
 
 
 def is_number(v) -> bool:
-    """Whether ``v`` is a real Python number (int or float, not a bool)."""
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """Whether ``v`` is a real Python or numpy number (int or float, not a bool)."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
 
 
 def integer(value, name: str, lo: int = 0, error: type[Exception] = ValueError) -> int:

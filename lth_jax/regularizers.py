@@ -53,6 +53,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -61,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lth_jax import checks
 from lth_jax import masks as masks_lib
 
 __all__ = [
@@ -80,6 +82,9 @@ ScalarOrSchedule = float | Callable[[Any], Any]
 
 _NO_PARAMS = "{name} needs the params: call tx.update(updates, state, params) with params"
 
+#: Selection flags decided at trace time (the others are arrays, applied with ``jnp.where``).
+_STATIC = (bool, np.bool_)
+
 
 class CountState(NamedTuple):
     """State of the schedule-aware transforms: the number of updates so far (int32)."""
@@ -88,48 +93,106 @@ class CountState(NamedTuple):
 
 
 # --------------------------------------------------------------------------- #
-# Helpers
+# Shared machinery: argument checks, leaf selection, schedules
 # --------------------------------------------------------------------------- #
 
 
-def _check_nonneg(value, name: str) -> float:
-    try:
+def _coefficient(value, name: str, positive: bool = False) -> float:
+    """``float(value)`` for a finite Python number ``>= 0`` (``> 0`` if ``positive``)."""
+    if checks.is_number(value):
         v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not (v >= 0.0 and np.isfinite(v)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
+        if math.isfinite(v) and (v > 0.0 if positive else v >= 0.0):
+            return v
+    bound = "> 0" if positive else ">= 0"
+    raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 def _check_lr(learning_rate, name: str = "learning_rate"):
     if callable(learning_rate) or isinstance(learning_rate, jax.Array):  # a schedule, or traced
         return learning_rate
-    return _check_nonneg(learning_rate, name)
+    return _coefficient(learning_rate, name)
 
 
-def _lr_at(learning_rate, count):
-    return learning_rate(count) if callable(learning_rate) else learning_rate
+def _leafwise(
+    name: str,
+    rule: Callable[[Any], Callable[..., Any]],
+    mask,
+    init: Callable[[Any], Any] = lambda params: optax.EmptyState(),
+    advance: Callable[[Any], Any] = lambda state: state,
+    trees: Callable[[Any], tuple] = lambda state: (),
+) -> optax.GradientTransformation:
+    """A transformation that applies a per-leaf rule to the leaves ``mask`` selects.
+
+    Every transform of this module and of :mod:`lth_jax.regularizers_sp` is
+    this wrapper around its per-leaf math (optax's ``masked``, plus per-entry
+    selection):
+
+    * ``rule(state)`` gives ``fn(u, p, *xs)``: the new update of one selected
+      leaf from its update ``u``, its param ``p`` and its leaves ``xs`` of the
+      extra pytrees ``trees(state)`` (e.g. an anchor). The result is cast back
+      to ``u``'s dtype; unselected leaves keep ``u`` as is.
+    * The selection is :func:`lth_jax.masks.prunable_tree` of the params and
+      ``mask``: a Python bool takes the leaf whole or leaves it alone (``fn`` is
+      not called), a boolean array selects entry by entry with ``jnp.where``.
+    * ``init(params)`` is the state (``optax.EmptyState()`` by default); the
+      state returned by ``update`` is ``advance(state)`` (unchanged by default).
+      ``init`` checks the mask; ``update`` without params raises ``ValueError``.
+    """
+
+    def init_fn(params):
+        state = init(params)
+        masks_lib.prunable_tree(params, mask)  # fail early on a bad mask
+        return state
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError(_NO_PARAMS.format(name=name))
+        fn = rule(state)
+        flags = masks_lib.prunable_tree(params, mask)
+
+        def leaf(flag, u, p, *xs):
+            if isinstance(flag, _STATIC):
+                return fn(u, p, *xs).astype(jnp.result_type(u)) if flag else u
+            return jnp.where(flag, fn(u, p, *xs), u).astype(jnp.result_type(u))
+
+        return jax.tree.map(leaf, flags, updates, params, *trees(state)), advance(state)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _flags(params, mask):
-    return masks_lib.prunable_tree(params, mask)
+def _scheduled(name: str, rule, learning_rate, mask) -> optax.GradientTransformation:
+    """:func:`_leafwise` with a :class:`CountState`; ``rule(lr)`` gets the step's learning rate.
+
+    ``lr`` is ``learning_rate(count)`` for a schedule, else ``learning_rate``;
+    the count goes up by one per update (as in ``optax.scale_by_learning_rate``).
+    """
+    lr = _check_lr(learning_rate)
+    return _leafwise(
+        name,
+        lambda state: rule(lr(state.count) if callable(lr) else lr),
+        mask,
+        init=lambda params: CountState(count=jnp.zeros([], jnp.int32)),
+        advance=lambda state: CountState(optax.safe_increment(state.count)),
+    )
 
 
-def _map_selected(fn, flags, updates, params):
-    """``fn(u, p)`` on the selected leaves, ``u`` elsewhere; keeps ``u``'s dtype."""
+def _selected_sum(term, flags, *trees, dtype=jnp.float32):
+    """``sum(term(*leaves))`` over the entries ``flags`` selects: a scalar, float32 by default.
 
-    def leaf(flag, u, p):
-        if isinstance(flag, (bool, np.bool_)):
-            return fn(u, p).astype(jnp.result_type(u)) if flag else u
-        return jnp.where(flag, fn(u, p), u).astype(jnp.result_type(u))
-
-    return jax.tree.map(leaf, flags, updates, params)
-
-
-def _need_params(params, name: str):
-    if params is None:
-        raise ValueError(_NO_PARAMS.format(name=name))
+    ``flags`` is a selection as in :func:`_leafwise` and ``trees`` are pytrees
+    shaped like it, walked together as by ``jax.tree.map``. Each leaf's sum is
+    taken in ``dtype`` (``None``: the term's own dtype) and added, in leaf
+    order, to a float32 zero; a Python ``False`` leaf adds nothing.
+    """
+    flat, treedef = jax.tree.flatten(flags)
+    total = jnp.zeros([], jnp.float32)
+    for flag, *leaves in zip(flat, *(treedef.flatten_up_to(t) for t in trees)):
+        if isinstance(flag, _STATIC):
+            if flag:
+                total = total + jnp.sum(term(*leaves), dtype=dtype)
+        else:
+            total = total + jnp.sum(jnp.where(flag, term(*leaves), 0.0), dtype=dtype)
+    return total
 
 
 def soft_threshold(z, threshold):
@@ -141,11 +204,6 @@ def soft_threshold(z, threshold):
       [-1.0, 0.0, 2.0]
     """
     return jnp.sign(z) * jnp.maximum(jnp.abs(z) - threshold, 0.0)
-
-
-def _count_init(params):
-    del params
-    return CountState(count=jnp.zeros([], jnp.int32))
 
 
 # --------------------------------------------------------------------------- #
@@ -179,17 +237,8 @@ def add_l2(weight_decay: float, mask=None) -> optax.GradientTransformation:
       >>> round(float(u["kernel"][0, 0]), 6)  # -lr * wd * p
       -0.1
     """
-    wd = _check_nonneg(weight_decay, "weight_decay")
-
-    def init_fn(params):
-        _flags(params, mask)
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        _need_params(params, "add_l2")
-        return _map_selected(lambda u, p: u + wd * p, _flags(params, mask), updates, params), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    wd = _coefficient(weight_decay, "weight_decay")
+    return _leafwise("add_l2", lambda state: lambda u, p: u + wd * p, mask)
 
 
 def add_l1(strength: float, mask=None) -> optax.GradientTransformation:
@@ -215,18 +264,8 @@ def add_l1(strength: float, mask=None) -> optax.GradientTransformation:
       >>> u["kernel"].tolist()
       [[-0.10000000149011612, 0.0, 0.10000000149011612]]
     """
-    s = _check_nonneg(strength, "l1 strength")
-
-    def init_fn(params):
-        _flags(params, mask)
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        _need_params(params, "add_l1")
-        fn = lambda u, p: u + s * jnp.sign(p)
-        return _map_selected(fn, _flags(params, mask), updates, params), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    s = _coefficient(strength, "l1 strength")
+    return _leafwise("add_l1", lambda state: lambda u, p: u + s * jnp.sign(p), mask)
 
 
 # --------------------------------------------------------------------------- #
@@ -261,20 +300,13 @@ def decoupled_weight_decay(
       >>> round(float(u["kernel"][0, 0]), 6)
       -0.05
     """
-    wd = _check_nonneg(weight_decay, "weight_decay")
-    lr = _check_lr(learning_rate)
+    wd = _coefficient(weight_decay, "weight_decay")
 
-    def init_fn(params):
-        _flags(params, mask)
-        return _count_init(params)
+    def rule(lr):
+        step = lr * wd
+        return lambda u, p: u - step * p
 
-    def update_fn(updates, state, params=None):
-        _need_params(params, "decoupled_weight_decay")
-        step = _lr_at(lr, state.count) * wd
-        out = _map_selected(lambda u, p: u - step * p, _flags(params, mask), updates, params)
-        return out, CountState(optax.safe_increment(state.count))
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _scheduled("decoupled_weight_decay", rule, learning_rate, mask)
 
 
 def prox_l1(
@@ -305,21 +337,13 @@ def prox_l1(
       >>> optax.apply_updates(p, u)["kernel"].tolist()
       [[0.0, -0.8999999761581421]]
     """
-    s = _check_nonneg(strength, "l1 strength")
-    lr = _check_lr(learning_rate)
+    s = _coefficient(strength, "l1 strength")
 
-    def init_fn(params):
-        _flags(params, mask)
-        return _count_init(params)
+    def rule(lr):
+        thr = lr * s
+        return lambda u, p: soft_threshold(p + u, thr) - p
 
-    def update_fn(updates, state, params=None):
-        _need_params(params, "prox_l1")
-        thr = _lr_at(lr, state.count) * s
-        fn = lambda u, p: soft_threshold(p + u, thr) - p
-        out = _map_selected(fn, _flags(params, mask), updates, params)
-        return out, CountState(optax.safe_increment(state.count))
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _scheduled("prox_l1", rule, learning_rate, mask)
 
 
 def elastic_net(
@@ -350,22 +374,10 @@ def elastic_net(
       >>> [round(v, 6) for v in optax.apply_updates(p, u)["kernel"][0].tolist()]
       [0.0, -0.5]
     """
-    a = _check_nonneg(l1, "l1 strength")
-    b = _check_nonneg(l2, "l2 strength")
-    lr = _check_lr(learning_rate)
-
-    def init_fn(params):
-        _flags(params, mask)
-        return _count_init(params)
-
-    def update_fn(updates, state, params=None):
-        _need_params(params, "elastic_net")
-        eta = _lr_at(lr, state.count)
-        fn = lambda u, p: soft_threshold(p + u, eta * a) / (1.0 + eta * b) - p
-        out = _map_selected(fn, _flags(params, mask), updates, params)
-        return out, CountState(optax.safe_increment(state.count))
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    a = _coefficient(l1, "l1 strength")
+    b = _coefficient(l2, "l2 strength")
+    rule = lambda lr: lambda u, p: soft_threshold(p + u, lr * a) / (1.0 + lr * b) - p
+    return _scheduled("elastic_net", rule, learning_rate, mask)
 
 
 def max_norm(max_value: float, axis=None, mask=None) -> optax.GradientTransformation:
@@ -397,12 +409,7 @@ def max_norm(max_value: float, axis=None, mask=None) -> optax.GradientTransforma
       >>> [round(v, 6) for v in optax.apply_updates(p, u)["kernel"].ravel().tolist()]
       [0.6, 0.3, 0.8, 0.4]
     """
-    try:
-        c = float(max_value)
-    except (TypeError, ValueError):
-        raise ValueError(f"max_value must be a number > 0, got {max_value!r}") from None
-    if not (c > 0.0 and np.isfinite(c)):
-        raise ValueError(f"max_value must be a finite number > 0, got {max_value!r}")
+    c = _coefficient(max_value, "max_value", positive=True)
     if axis is not None and not isinstance(axis, (int, tuple, list)):
         raise ValueError(f"axis must be None, an int or a tuple of ints, got {axis!r}")
 
@@ -424,33 +431,12 @@ def max_norm(max_value: float, axis=None, mask=None) -> optax.GradientTransforma
         scale = jnp.where(norm > c, c / jnp.where(norm > c, norm, 1.0), 1.0)
         return z * scale - p
 
-    def init_fn(params):
-        _flags(params, mask)
-        return optax.EmptyState()
-
-    def update_fn(updates, state, params=None):
-        _need_params(params, "max_norm")
-        return _map_selected(project, _flags(params, mask), updates, params), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _leafwise("max_norm", lambda state: project, mask)
 
 
 # --------------------------------------------------------------------------- #
 # Penalties, for the loss or for reporting
 # --------------------------------------------------------------------------- #
-
-
-def _penalty(params, mask, fn):
-    flags = jax.tree.leaves(_flags(params, mask))
-    total = jnp.zeros([], jnp.float32)
-    for f, p in zip(flags, jax.tree.leaves(params)):
-        p = jnp.asarray(p)
-        if isinstance(f, (bool, np.bool_)):
-            if f:
-                total = total + jnp.sum(fn(p), dtype=jnp.float32)
-        else:
-            total = total + jnp.sum(jnp.where(f, fn(p), 0), dtype=jnp.float32)
-    return total
 
 
 def l1_penalty(params, mask=None):
@@ -461,7 +447,7 @@ def l1_penalty(params, mask=None):
       >>> float(l1_penalty({"d": {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.ones(2)}}))
       3.0
     """
-    return _penalty(params, mask, jnp.abs)
+    return _selected_sum(jnp.abs, masks_lib.prunable_tree(params, mask), params)
 
 
 def l2_penalty(params, mask=None):
@@ -475,4 +461,5 @@ def l2_penalty(params, mask=None):
       >>> float(l2_penalty({"d": {"kernel": jnp.array([[1.0, -2.0]]), "bias": jnp.ones(2)}}))
       2.5
     """
-    return _penalty(params, mask, lambda p: 0.5 * jnp.square(p))
+    half_square = lambda p: 0.5 * jnp.square(p)
+    return _selected_sum(half_square, masks_lib.prunable_tree(params, mask), params)

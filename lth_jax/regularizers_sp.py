@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import optax
 
 from lth_jax import masks as masks_lib
+from lth_jax.regularizers import _coefficient, _leafwise, _selected_sum
 
 __all__ = ["add_l2_sp", "l2_sp_penalty", "L2SPState"]
 
@@ -58,18 +59,6 @@ class L2SPState(NamedTuple):
     """State of :func:`add_l2_sp`: the anchor ``w0`` (a copy of the params tree)."""
 
     anchor: Any
-
-
-def _check_strength(strength) -> float:
-    ok = isinstance(strength, int | float) and not isinstance(strength, bool)
-    if not ok or not strength >= 0 or strength == float("inf"):
-        raise ValueError(f"L2-SP strength must be a finite number >= 0, got {strength!r}")
-    return float(strength)
-
-
-def _selection(params, mask):
-    """A pytree of bools / bool arrays shaped like ``params``: where the penalty acts."""
-    return masks_lib.prunable_tree(params, mask)
 
 
 def add_l2_sp(strength: float, anchor_params=None, mask=None) -> optax.GradientTransformation:
@@ -103,28 +92,17 @@ def add_l2_sp(strength: float, anchor_params=None, mask=None) -> optax.GradientT
       >>> updates["kernel"].tolist()  # -lr * 0.5 * (3 - 1)
       [[-1.0]]
     """
-    a = _check_strength(strength)
+    a = _coefficient(strength, "L2-SP strength")
 
-    def init_fn(params):
+    def init(params):
         anchor = params if anchor_params is None else anchor_params
         masks_lib.check_matches(params, anchor, what="L2-SP anchor")
-        _selection(params, mask)  # fail early on a bad mask
         return L2SPState(anchor=jax.tree.map(lambda x: jnp.array(x, copy=True), anchor))
 
-    def update_fn(updates, state, params=None):
-        if params is None:
-            raise ValueError("add_l2_sp needs params: call tx.update(grads, state, params)")
-        sel = _selection(params, mask)
-
-        def one(u, p, w0, s):
-            if s is False:
-                return u
-            g = u + a * (p - w0).astype(jnp.result_type(u))
-            return g if s is True else jnp.where(s, g, u)
-
-        return jax.tree.map(one, updates, params, state.anchor, sel), state
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    pull = lambda u, p, w0: u + a * (p - w0).astype(jnp.result_type(u))
+    return _leafwise(
+        "add_l2_sp", lambda state: pull, mask, init=init, trees=lambda state: (state.anchor,)
+    )
 
 
 def l2_sp_penalty(params, anchor, strength: float, mask=None):
@@ -137,14 +115,9 @@ def l2_sp_penalty(params, anchor, strength: float, mask=None):
       >>> float(l2_sp_penalty({"kernel": jnp.array([[3.0]])}, {"kernel": jnp.array([[1.0]])}, 0.5))
       1.0
     """
-    a = _check_strength(strength)
-    sel = _selection(params, mask)
-    terms = jax.tree.leaves(
-        jax.tree.map(
-            lambda p, w0, s: jnp.sum(jnp.where(s, jnp.square(p - w0), 0.0)),
-            params,
-            anchor,
-            sel,
-        )
-    )
-    return 0.5 * a * sum(terms, jnp.float32(0.0))
+    a = _coefficient(strength, "L2-SP strength")
+    # Every flag as an array: each leaf, selected or not, goes through jnp.where
+    # (and its gradient too), and each leaf is summed in its own dtype.
+    flags = jax.tree.map(jnp.asarray, masks_lib.prunable_tree(params, mask))
+    square = lambda p, w0: jnp.square(p - w0)
+    return 0.5 * a * _selected_sum(square, flags, params, anchor, dtype=None)

@@ -12,7 +12,10 @@ MODULES = [
     "lth_jax.masks",
     "lth_jax.pruning",
     "lth_jax.rng",
-    "lth_jax.train",
+    "lth_jax.optim",
+    "lth_jax.curves",
+    "lth_jax.checks",
+    "lth_jax.data.pipeline",
     "lth_jax.models",
 ]
 
