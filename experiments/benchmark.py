@@ -642,7 +642,7 @@ def imp(s, compiles):
     c.optimizer.learning_rate = 1.2e-3
     c.imp.rounds = s.imp_rounds - 1  # rounds 0 .. imp.rounds
     c.imp.prune_rate = 0.2
-    c.imp.layer_rates = {"head": 0.1}
+    c.imp.layer_rates = (("head", 0.1),)
     real = data_lib.get_dataset
     data_lib.get_dataset = lambda *a, **k: dataset
     before = len(compiles.events)

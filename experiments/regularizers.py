@@ -65,18 +65,13 @@ def _kernel_stats(params) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_setting(setting: str, workdir: str, trials: int, overrides: list[str]) -> dict:
-    from lth_jax import checkpoint, lottery
+    from lth_jax import checkpoint, cli, lottery
 
-    c = _preset().get_config(setting)
+    # Parsed as `lth-jax run` parses them (overrides typed by the config).
+    args = [f"--config={PRESET}:{setting}", f"--workdir={workdir}"]
+    c, _, _ = cli.parse_run_args([*args, *(f"--config.{o}" for o in overrides)])
     c.num_trials = trials
     c.progress = False
-    for item in overrides:
-        key, value = item.split("=", 1)
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = type(node[leaf])(value) if node[leaf] is not None else value
     t0 = time.perf_counter()
     records = lottery.run(c, workdir)
     ck = checkpoint.RoundCheckpointer(os.path.join(workdir, "checkpoints"))

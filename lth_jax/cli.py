@@ -9,50 +9,79 @@
 :func:`lth_jax.config.default_config`). Configs are Python files defining
 ``get_config()`` that returns an ``ml_collections.ConfigDict``; a file may take
 an argument after a colon (``--config experiments/configs/foo.py:arg`` calls
-``get_config("arg")``). Running the same command on the same workdir resumes it.
+``get_config("arg")``). The config's ``kind`` picks the runner, its check and
+its report (:mod:`lth_jax.kinds`). Running the same command on the same
+workdir resumes it.
 
-Overrides ``--config.KEY=VALUE`` (or ``--config.KEY VALUE``) set one existing
-key, parsed as the key's type: integers, floats, strings, booleans
-(``true``/``false``, or ``--config.KEY`` alone for true and
-``--noconfig.KEY`` for false), lists as Python literals or comma-separated
-(``--config.arms=ticket,reinit``, ``--config.model.kwargs.features="(300,100)"``).
-Under the free-form blocks ``imp.layer_rates``, ``model.kwargs`` and
-``instability`` new keys may be added (``--config.imp.layer_rates.head=0.1``:
-everything after the block's name is the key, dots included).
+Overrides ``--config.KEY=VALUE`` (or ``--config.KEY VALUE``) set one declared
+key; ``ml_collections.config_flags`` parses them as the key's type: integers,
+floats, strings, booleans (``true``/``false``, ``--config.KEY`` alone for true,
+``--noconfig.KEY`` for false) and tuples, as a Python literal
+(``--config.model.kwargs.features="(300,100)"``,
+``--config.imp.layer_rates="(('head',0.1),)"``), by repeating the flag
+(``--config.arms=ticket --config.arms=reinit``) or as comma-separated words
+(``--config.arms=ticket,reinit``). A key whose default is ``None`` takes a
+value of its declared type; ``None`` itself is set in a config file, not on
+the command line.
 
-Configs are ``ml_collections`` ``ConfigDict`` s and overrides are typed by them,
-as with ``ml_collections.config_flags``; the arguments are parsed here rather
-than by ``config_flags`` because it cannot add keys under the free-form blocks
-(``--config.imp.layer_rates.head=0.1`` is an unknown flag to it) and its
-errors are absl usage dumps, not the one line with exit status 2 below.
+Parsing is ``config_flags.DEFINE_config_dict`` on a private
+``absl.flags.FlagValues``, with ``--workdir`` and ``--overwrite`` absl flags
+next to it. Four things are done here around it, because ``config_flags``
+(ml_collections 1.1.0, absl-py 2.5.1) does them otherwise:
+
+* the ``--config`` file is loaded here (:func:`load_config_file`):
+  ``DEFINE_config_file`` turns a missing file into a config that raises on
+  first use and re-raises a failing ``get_config`` with its whole traceback in
+  the message;
+* override keys are looked up first: an unknown key
+  (``--config.train.stpes=10``) is a bare ``AttributeError("'stpes'")`` raised
+  while the flags are defined; here it names the key and the nearest one;
+* comma-separated words are split here: the tuple parser reads
+  ``--config.arms=ticket,reinit`` as the one-element tuple
+  ``('ticket,reinit',)`` (``ast.literal_eval`` fails on bare words, and the
+  whole text is then taken as one string), so a tuple value with a comma and
+  no brackets or quotes is split at its commas;
+* absl's errors (``flag --config.train.steps=abc: invalid literal for int()
+  with base 10: 'abc'``) become the one line below, saying what the key takes.
 
 Exit status: 0 done; 2 bad input (one plain line on stderr, ``lth-jax: error:
-...``, naming the bad value and what is allowed; no traceback); 130 stopped by
-SIGINT and 143 by SIGTERM (a checkpoint was saved first: run the same command to
-resume); 1 anything else (with a traceback).
+...``, naming the bad value and what is allowed; no traceback, no usage dump);
+130 stopped by SIGINT and 143 by SIGTERM (a checkpoint was saved first: run the
+same command to resume); 1 anything else (with a traceback).
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import sys
 
+from lth_jax import checks, kinds, parallel, report
+from lth_jax.checks import ConfigError
+
 USAGE = (
-    "usage: lth-jax run [--config FILE] --workdir DIR [--config.KEY=VALUE ...] [--overwrite]\n"
+    "usage: lth-jax run [--config FILE[:ARG]] --workdir DIR [--config.KEY=VALUE ...]"
+    " [--overwrite]\n"
     "       lth-jax report DIR [DIR ...] [--out DIR]"
 )
-
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
 
 
 class UsageError(Exception):
     """Bad command-line input (exit status 2)."""
 
 
-def _default_config_path() -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")
+class _Help(Exception):
+    pass
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _short(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 # ----------------------------------------------------------------------------- config files
@@ -103,119 +132,135 @@ def load_config_file(spec: str):
     return config
 
 
-def _short(e: BaseException) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+def _take_config_file(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``(FILE[:ARG] or None, the other arguments)``; the last ``--config`` wins."""
+    spec, rest = None, []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if name in ("--config", "-config"):
+            if not eq:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    raise UsageError("--config needs a value (a config file)")
+                i += 1
+                value = argv[i]
+            spec = value
+        else:
+            rest.append(arg)
+        i += 1
+    return spec, rest
 
 
 # ----------------------------------------------------------------------------- overrides
 
+#: An override, as ``config_flags`` finds them (``--config.KEY``, ``--noconfig.KEY``).
+_OVERRIDE = re.compile(r"-{1,2}(no)?config\.")
 
-def _literal(text: str):
+
+def _keys_and_blocks(config) -> list[str]:
+    out = set()
+    for key in checks.flatten(config):
+        parts = key.split(".")
+        out.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return sorted(out)
+
+
+def _is_block(value) -> bool:
+    return value is checks.MISSING or hasattr(value, "keys")
+
+
+def _check_override_keys(config, argv: list[str]) -> None:
+    """Every ``--config.KEY`` names a key of ``config`` (``--noconfig.KEY`` a boolean one)."""
+    import difflib
+
+    from ml_collections.config_flags import config_path
+
+    for arg in argv:
+        m = _OVERRIDE.match(arg)
+        if not m:
+            continue
+        flag = arg.split("=", 1)[0]
+        key = flag.split(".", 1)[1]
+        if not key:
+            raise UsageError(f"{flag}: the key is empty")
+        if checks.get(config, key) is checks.MISSING:
+            parts = key.split(".")
+            leaf = next(
+                (
+                    p
+                    for p in (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1))
+                    if not _is_block(checks.get(config, p))
+                ),
+                None,
+            )
+            if leaf is not None:
+                hint = f"; {leaf} has no keys, it is set whole (--config.{leaf}=VALUE)"
+            else:
+                near = difflib.get_close_matches(key, _keys_and_blocks(config), n=1)
+                hint = f"; did you mean --config.{near[0]}?" if near else ""
+            raise UsageError(f"unknown config key {key} in {flag}{hint}")
+        if m.group(1) and config_path.get_type(key, config) is not bool:
+            raise UsageError(f"{flag}: {key} is not a true/false key")
+
+
+def _word(text: str):
+    text = text.strip()
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
 
 
-def _parse_bool(flag: str, text: str) -> bool:
-    t = text.strip().lower()
-    if t in _TRUE:
-        return True
-    if t in _FALSE:
-        return False
-    raise UsageError(f"{flag}={text}: must be true or false")
+def _explained(inner):
+    """``inner`` (an absl parser) with errors saying what the key takes."""
+    from absl import flags
+    from ml_collections.config_flags import tuple_parser
 
-
-def _parse_value(flag: str, text: str, ftype, current):
-    """``text`` as a value of type ``ftype`` for the override ``flag``."""
-    import ml_collections
-
-    if ftype is bool:
-        return _parse_bool(flag, text)
-    if ftype is int:
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise UsageError(f"{flag}={text}: must be an integer") from None
-    if ftype is float:
-        try:
-            return float(text.strip())
-        except ValueError:
-            raise UsageError(f"{flag}={text}: must be a number") from None
-    if ftype is str:
-        v = _literal(text)
-        return v if isinstance(v, str) else text
-    if ftype in (tuple, list):
-        v = _literal(text)
-        if isinstance(v, (tuple, list)):
-            return ftype(v)
-        if isinstance(v, str) or "," in text:
-            return ftype(_literal(p.strip()) for p in text.split(",") if p.strip())
-        return ftype((v,))
-    if isinstance(current, ml_collections.ConfigDict) or ftype is ml_collections.ConfigDict:
-        v = _literal(text)
-        if not isinstance(v, dict):
-            raise UsageError(f"{flag}={text}: must be a dict literal such as \"{{'key': 1}}\"")
-        return ml_collections.ConfigDict(v)
-    return _literal(text)
-
-
-def apply_override(config, key: str, text: str | None, flag: str) -> None:
-    """Sets ``config.<key>`` from the command-line text ``text`` (``None``: no value given).
-
-    Raises:
-      UsageError: an unknown key, a missing value, or a value of the wrong type.
-    """
-    import difflib
-
-    import ml_collections
-
-    from lth_jax.config import OPEN_KEYS, known_keys
-
-    open_block = next((o for o in OPEN_KEYS if key.startswith(o + ".")), None)
-    if open_block is not None:
-        parents, leaf = open_block.split("."), key[len(open_block) + 1 :]
+    if isinstance(inner, flags.BooleanParser):
+        expect = "must be true or false"
+    elif isinstance(inner, flags.IntegerParser):
+        expect = "must be an integer"
+    elif isinstance(inner, flags.FloatParser):
+        expect = "must be a number"
+    elif isinstance(inner, tuple_parser.TupleParser):
+        expect = "must be a tuple: a Python literal such as (100, 100), or words a,b"
     else:
-        *parents, leaf = key.split(".")
-    node = config
-    walked = []
-    for p in parents:
-        walked.append(p)
-        if p not in node and ".".join(walked) in OPEN_KEYS:
-            node[p] = ml_collections.ConfigDict()
-        if p not in node or not isinstance(node[p], ml_collections.ConfigDict):
-            near = difflib.get_close_matches(key, known_keys(), n=1)
-            hint = f"; did you mean --config.{near[0]}?" if near else ""
-            raise UsageError(f"unknown config key {key} in {flag}{hint}")
-        node = node[p]
-    if not leaf:
-        raise UsageError(f"{flag}: the key is empty")
-    if leaf in node:
-        ftype, current = node.get_type(leaf), node[leaf]
-    elif open_block is not None:
-        ftype, current = None, None
-    else:
-        near = difflib.get_close_matches(key, known_keys(), n=1)
-        hint = f"; did you mean --config.{near[0]}?" if near else ""
-        raise UsageError(f"unknown config key {key} in {flag}{hint}")
-    if ftype is type(None):
-        ftype = None
-    if text is None:
-        if ftype is not bool:
-            raise UsageError(f"{flag} needs a value ({flag}=VALUE)")
-        value = True
-    elif text.strip() == "None":
-        value = None
-    else:
-        value = _parse_value(flag, text, ftype, current)
-    try:
-        node[leaf] = value
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"{flag}={text}: {_short(e).split(': ', 1)[-1]}") from None
+        expect = "must be a dict literal such as \"{'key': 1}\""
+    words = isinstance(inner, tuple_parser.TupleParser)
+
+    class Explained(flags.ArgumentParser):
+        def parse(self, argument):
+            if (
+                words
+                and isinstance(argument, str)
+                and "," in argument
+                and not any(ch in argument for ch in "()[]{}'\"")
+            ):
+                return tuple(_word(w) for w in argument.split(",") if w.strip())
+            try:
+                return inner.parse(argument)
+            except (TypeError, ValueError):
+                raise ValueError(expect) from None
+
+        def flag_type(self):
+            return inner.flag_type()
+
+    return Explained()
 
 
-# ----------------------------------------------------------------------------- run
+def _absl_error(e: BaseException) -> str:
+    """absl's message for bad flags as one line (``--KEY=VALUE: what it takes``)."""
+    msg = _one_line(str(e))
+    if msg.startswith("flag --"):  # IllegalFlagValueError: "flag --NAME=VALUE: why"
+        return msg[len("flag ") :]
+    missing = re.match(r"Missing value for flag (\S+)$", msg)
+    if missing:
+        return f"{missing.group(1)} needs a value ({missing.group(1)}=VALUE)"
+    return msg
 
 
 def parse_run_args(argv):
@@ -224,130 +269,65 @@ def parse_run_args(argv):
     Raises:
       UsageError: any bad argument (the message is one line).
     """
+    from absl import flags
+    from ml_collections import config_flags
+
+    from lth_jax.config import default_config  # here: `lth-jax report` never imports JAX
+
     argv = list(argv)
-    config_spec = None
-    workdir = None
-    overwrite = False
-    overrides: list[tuple[str, str | None, str]] = []
+    if any(a in ("-h", "--help") for a in argv):
+        raise _Help()
     # The config is loaded first: the types of its keys decide how overrides parse.
-    for j, arg in enumerate(argv):
-        if arg in ("-h", "--help"):
-            raise _Help()
-        if arg.startswith("--config="):
-            config_spec = arg[len("--config=") :]
-        elif arg == "--config":
-            if j + 1 >= len(argv) or argv[j + 1].startswith("--"):
-                raise UsageError("--config needs a value (a config file)")
-            config_spec = argv[j + 1]
-    if config_spec is None:
-        from lth_jax.config import default_config
-
-        config = default_config()
-    else:
-        config = load_config_file(config_spec)
-    i = 0
-
-    def value_of(flag, inline):
-        nonlocal i
-        if inline is not None:
-            return inline
-        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-            raise UsageError(f"{flag} needs a value")
-        i += 1
-        return argv[i]
-
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, inline = arg.partition("=")
-        inline = inline if eq else None
-        if name in ("-h", "--help"):
-            raise _Help()
-        if name == "--config":
-            value_of("--config", inline)  # loaded above
-        elif name == "--workdir":
-            workdir = value_of("--workdir", inline)
-        elif name == "--overwrite":
-            overwrite = True if inline is None else _parse_bool("--overwrite", inline)
-        elif name == "--nooverwrite":
-            overwrite = False
-        elif name.startswith("--config."):
-            key = name[len("--config.") :]
-            text = inline
-            if (
-                text is None
-                and i + 1 < len(argv)
-                and not argv[i + 1].startswith("--")
-                and not _is_bool_key(config, key)
-            ):
-                i += 1
-                text = argv[i]
-            overrides.append((key, text, name))
-        elif name.startswith("--noconfig."):
-            if inline is not None:
-                raise UsageError(f"{name} takes no value")
-            overrides.append((name[len("--noconfig.") :], "false", name))
-        elif arg.startswith("-"):
-            raise UsageError(
-                f"unknown option {name}; options are --config, --workdir, --overwrite, "
-                "--config.KEY=VALUE"
-            )
-        else:
-            raise UsageError(f"unexpected argument {arg!r}; {USAGE.splitlines()[0]}")
-        i += 1
-    if not workdir:
+    spec, rest = _take_config_file(argv)
+    config = default_config() if spec is None else load_config_file(spec)
+    _check_override_keys(config, rest)
+    args = ["lth-jax run", *rest]
+    fv = flags.FlagValues()
+    try:
+        config_flags.DEFINE_config_dict(
+            "config", config, flag_values=fv, lock_config=False, sys_argv=args
+        )
+        flags.DEFINE_string("workdir", None, "results and checkpoints", flag_values=fv)
+        flags.DEFINE_boolean("overwrite", False, "discard the workdir's run", flag_values=fv)
+        for name in list(fv):
+            if name != "config":
+                fv[name].parser = _explained(fv[name].parser)
+        positional = fv(args)[1:]
+    except flags.UnrecognizedFlagError as e:
+        raise UsageError(
+            f"unknown option --{e.flagname}; options are --config, --workdir, --overwrite, "
+            "--config.KEY=VALUE"
+        ) from None
+    except (flags.Error, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise UsageError(_absl_error(e)) from None
+    if positional:
+        raise UsageError(f"unexpected argument {positional[0]!r}; {USAGE.splitlines()[0]}")
+    if not fv.workdir:
         raise UsageError("--workdir is required (the directory for results and checkpoints)")
-    for key, text, flag in overrides:
-        if flag.startswith("--noconfig.") and not _is_bool_key(config, key):
-            raise UsageError(f"{flag}: {key} is not a true/false key")
-        apply_override(config, key, text, flag)
-    return config, workdir, overwrite
+    return config, fv.workdir, fv.overwrite
 
 
-def _is_bool_key(config, key: str) -> bool:
-    node = config
-    for p in key.split("."):
-        if not hasattr(node, "keys") or p not in node:
-            return False
-        node = node[p]
-    return isinstance(node, bool)
-
-
-class _Help(Exception):
-    pass
+# ----------------------------------------------------------------------------- commands
 
 
 def _run(argv) -> int:
-    from lth_jax import parallel
-
     config, workdir, overwrite = parse_run_args(argv)
     parallel.configure_host_devices()
+    k = kinds.get(config.get("kind", "lottery"))
+    k.validate(config)
     parallel.initialize_distributed()
     import jax
 
-    from lth_jax import lottery, report
-
-    kind = config.get("kind", "lottery")
-    if kind == "instability":
-        from lth_jax import instability
-
-        instability.run(config, workdir, overwrite=overwrite)
-    elif kind == "transfer":
-        from lth_jax import transfer
-
-        transfer.run(config, workdir, overwrite=overwrite)
-    else:
-        lottery.run(config, workdir, overwrite=overwrite)
+    k.run(config, workdir, overwrite=overwrite)
     if jax.process_index() == 0:
-        table = report.write_report([workdir])
-        print(table)
+        text = k.report(workdir)
+        print(text)
         print(f"wrote {os.path.join(workdir, 'metrics.jsonl')}, report.md and report.png")
     return 0
 
 
 def _report(argv) -> int:
     import argparse
-
-    from lth_jax import report
 
     p = argparse.ArgumentParser(prog="lth-jax report", exit_on_error=False, add_help=False)
     p.add_argument("dirs", nargs="+")
@@ -366,15 +346,9 @@ def _report(argv) -> int:
         raise UsageError(_one_line(str(e))) from None
 
 
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
 def main(argv=None) -> int:
     """Entry point of the ``lth-jax`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from lth_jax.config import ConfigError
-
     try:
         if argv and argv[0] in ("-h", "--help", "help"):
             raise _Help()

@@ -1,20 +1,50 @@
 """Experiment configs: the base ConfigDict every preset starts from.
 
-``base_config()`` holds every key the runners read, with defaults that are
-no-ops where that makes sense (no regularization, no dropout, rewind to
-initialization). The embedded default experiment, what ``lth-jax run`` runs
-with no ``--config``, is :func:`default_config`: IMP on MNIST-1D with an MLP,
-ticket vs random re-initialization vs random mask, 4 trials, rounds down to
-about 5% of weights, a few minutes on 2 CPU cores, no download.
+``base_config()`` declares every key the runners read, with its type and a
+default that is a no-op where that makes sense (no regularization, no dropout,
+rewind to initialization). The embedded default experiment, what ``lth-jax
+run`` runs with no ``--config``, is :func:`default_config`: IMP on MNIST-1D
+with an MLP, ticket vs random re-initialization vs random mask, 4 trials,
+rounds down to about 5% of weights, a few minutes on 2 CPU cores, no download.
 
 Presets under ``experiments/configs/`` define ``get_config()`` that starts
 from ``base_config()`` and overrides keys. Any key can be overridden from the
-command line: ``--config.imp.rounds=5``.
+command line: ``--config.imp.rounds=5``. A key that is not declared is an
+error (with the nearest declared key), in a config file as on the command line.
+
+Three keys have a structure of their own:
+
+* ``imp.layer_rates``: per-layer pruning rates, an ordered sequence of
+  ``(regex, rate)`` pairs such as ``(("Conv_", 0.15), ("head", 0.1))``
+  (default ``()``). A prunable leaf takes the rate of the *first* pattern, in
+  the order written, that matches its path (see :mod:`lth_jax.pruning`).
+* ``model.kwargs``: the model attributes of :data:`MODEL_KWARGS`, each
+  ``None`` by default, meaning "the model's default";
+  :func:`model_kwargs` gives those set, as keyword arguments for
+  :func:`lth_jax.models.get`.
+* ``instability.num_points``: points on the interpolation path of the
+  ``instability`` kind (default 11).
+
+``config.json`` files written before these keys were declared hold
+``imp.layer_rates`` as a ``{regex: rate}`` object and only the
+``model.kwargs`` that were set; :func:`upgrade_json` converts them.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import json
+import math
+import re
+from collections.abc import Mapping
+
 import ml_collections
+
+from lth_jax import checks, data, models
+from lth_jax.checks import ConfigError
+from lth_jax.optim import OPTIMIZERS, SCHEDULES
+from lth_jax.pruning import SCOPES
 
 __all__ = [
     "base_config",
@@ -22,9 +52,11 @@ __all__ = [
     "get_config",
     "validate",
     "known_keys",
+    "model_kwargs",
+    "upgrade_json",
     "ConfigError",
     "HARMLESS_KEYS",
-    "OPEN_KEYS",
+    "MODEL_KWARGS",
 ]
 
 #: Keys that may differ when a workdir is resumed (they do not change results).
@@ -37,11 +69,34 @@ HARMLESS_KEYS = (
     "dataset.data_dir",
 )
 
+#: The model attributes a config may set under ``model.kwargs``, with their types
+#: (sequences are tuples). Which model takes which: :func:`lth_jax.models.kwargs_for`.
+MODEL_KWARGS: dict[str, type] = {
+    "features": tuple,  # MLP: hidden widths
+    "conv_features": tuple,  # ConvNet: conv blocks, a tuple of tuples of widths
+    "fc_features": tuple,  # ConvNet: hidden dense widths
+    "plan": tuple,  # VGG: widths and "M" (max-pool)
+    "batch_norm": bool,  # VGG
+    "depth": int,  # ResNet: 6n + 2
+    "widths": tuple,  # ResNet: widths of the three stages
+    "shortcut": str,  # ResNet: "projection" | "A"
+    "channels": int,  # CNN1D
+    "kernel_sizes": tuple,  # CNN1D
+    "strides": int,  # CNN1D
+    "padding": int,  # CNN1D
+    "activation": str,
+    "input_dropout": float,
+    "conv_dropout": float,
+    "dropout": float,
+    "bn_momentum": float,
+    "bn_epsilon": float,
+}
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Every config key with its default. See the README for their meaning."""
     c = ml_collections.ConfigDict()
-    c.kind = "lottery"  # lottery | instability
+    c.kind = "lottery"  # lottery | instability | transfer
     c.seed = 0
     c.num_trials = 1
     c.arms = ("ticket", "reinit", "random_mask")
@@ -58,7 +113,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "mlp"
-    c.model.kwargs = ml_collections.ConfigDict()
+    c.model.kwargs = ml_collections.ConfigDict()  # None: the model's default
+    for key, field_type in MODEL_KWARGS.items():
+        c.model.kwargs[key] = ml_collections.FieldReference(None, field_type=field_type)
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
@@ -84,10 +141,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.imp.rounds = 5
     c.imp.prune_rate = 0.2
     c.imp.scope = "layerwise"  # layerwise | global
-    c.imp.layer_rates = ml_collections.ConfigDict()  # {regex: rate}
+    c.imp.layer_rates = ()  # ((regex, rate), ...): the first match, in this order, wins
     c.imp.rewind_step = 0
     c.imp.rewind = "weights"  # weights | lr | finetune
     c.imp.one_shot_density = ml_collections.FieldReference(None, field_type=float)
+
+    c.instability = ml_collections.ConfigDict()
+    c.instability.num_points = 11  # points on the interpolation path, both ends included
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.max_to_keep = ml_collections.FieldReference(None, field_type=int)
@@ -116,7 +176,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 1e-3
     c.imp.rounds = 13
     c.imp.prune_rate = 0.2
-    c.imp.layer_rates = ml_collections.ConfigDict({"head": 0.1})
+    c.imp.layer_rates = (("head", 0.1),)
     return c
 
 
@@ -125,224 +185,275 @@ def get_config() -> ml_collections.ConfigDict:
     return default_config()
 
 
-# ----------------------------------------------------------------------------- validation
-
-KINDS = ("lottery", "instability", "transfer")
-ARMS = ("ticket", "reinit", "random_mask")
-REWINDS = ("weights", "lr", "finetune")
-
-#: Config blocks whose keys are free-form (any key below them is accepted):
-#: ``imp.layer_rates`` maps regexes to rates, ``model.kwargs`` holds model
-#: attributes, ``instability`` is the optional block of that kind.
-OPEN_KEYS = ("imp.layer_rates", "model.kwargs", "instability")
+# ----------------------------------------------------------------------------- model kwargs
 
 
-class ConfigError(ValueError):
-    """A config value is out of range or unknown; the message is one plain line."""
-
-    def __init__(self, msg: str = ""):
-        lines = [line.strip() for line in str(msg).splitlines() if line.strip()]
-        super().__init__("; ".join(lines))
-
-
-def _fail(msg: str):
-    raise ConfigError(msg)
+def _plain(value):
+    """``value`` with every list or tuple, at any depth, a tuple."""
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def model_kwargs(config) -> dict:
+    """The ``model.kwargs`` that are set (not ``None``), as plain Python values.
+
+    Sequences are tuples (also when the config was read back from JSON lists).
+    These are the keyword arguments of :func:`lth_jax.models.get` besides
+    ``num_classes``.
+
+    Example:
+      >>> c = default_config()
+      >>> model_kwargs(c)
+      {'features': (100, 100)}
+    """
+    kwargs = config.model.kwargs
+    return {k: _plain(v) for k, v in kwargs.items() if v is not None}
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+# ----------------------------------------------------------------------------- old config.json
 
 
-def _int(c, key: str, lo: int = 0) -> int:
-    v = _get(c, key)
-    if not _is_int(v) or v < lo:
-        _fail(f"{key} must be an integer >= {lo}, got {v!r}")
-    return v
+def _json_defaults() -> dict:
+    return json.loads(base_config().to_json(sort_keys=True))
 
 
-def _num(c, key: str, lo: float, hi: float, lo_open=False, hi_open=True) -> float:
-    v = _get(c, key)
-    ok = _is_num(v) and v == v
-    if ok:
-        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
-        _fail(f"{key} must be a number in {lb}{lo}, {hi}{rb}, got {v!r}")
-    return float(v)
+def upgrade_json(saved: dict) -> dict:
+    """A ``config.json`` written before the current layout, in the current layout.
 
+    * ``imp.layer_rates`` as an object ``{regex: rate}`` becomes the list of
+      ``[regex, rate]`` pairs sorted by regex (the order its patterns were
+      tried in);
+    * ``model.kwargs`` gains every key of :data:`MODEL_KWARGS` it lacks, as
+      ``None`` (the model's default);
+    * a missing ``instability`` block, or key of it, gets its default.
 
-def _bool(c, key: str) -> bool:
-    v = _get(c, key)
-    if not isinstance(v, bool):
-        _fail(f"{key} must be True or False, got {v!r}")
-    return v
+    A config already in the current layout is returned unchanged (as a copy);
+    ``saved`` itself is not modified.
 
-
-def _choice(c, key: str, allowed) -> str:
-    v = _get(c, key)
-    if not isinstance(v, str) or v not in allowed:
-        _fail(f"{key} must be one of {', '.join(map(str, allowed))}; got {v!r}")
-    return v
-
-
-def _get(c, key: str):
-    node = c
-    for part in key.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            _fail(f"config key {key} is missing")
-        node = node[part]
-    return node
-
-
-def _flat_keys(d, prefix="") -> list[str]:
-    out = []
-    for k in d.keys():
-        key = f"{prefix}{k}"
-        v = d[k]
-        if any(key == o for o in OPEN_KEYS):
-            out.append(key)
-        elif hasattr(v, "keys") and not isinstance(v, str):
-            out.extend(_flat_keys(v, key + "."))
-        else:
-            out.append(key)
+    Example:
+      >>> old = {"imp": {"layer_rates": {"head": 0.1, "Conv_": 0.15}}, "model": {"kwargs": {}}}
+      >>> new = upgrade_json(old)
+      >>> new["imp"]["layer_rates"], new["model"]["kwargs"]["dropout"], new["instability"]
+      ([['Conv_', 0.15], ['head', 0.1]], None, {'num_points': 11})
+    """
+    out = copy.deepcopy(saved)
+    defaults = _json_defaults()
+    imp = out.get("imp")
+    if isinstance(imp, dict) and isinstance(imp.get("layer_rates"), Mapping):
+        imp["layer_rates"] = [[p, r] for p, r in sorted(imp["layer_rates"].items())]
+    model = out.get("model")
+    if isinstance(model, dict) and isinstance(model.get("kwargs", {}), Mapping):
+        model["kwargs"] = {**defaults["model"]["kwargs"], **model.get("kwargs", {})}
+    block = out.get("instability")
+    if block is None:
+        out["instability"] = dict(defaults["instability"])
+    elif isinstance(block, dict):
+        out["instability"] = {**defaults["instability"], **block}
     return out
 
 
+# ----------------------------------------------------------------------------- validation
+
+KINDS = ("lottery", "instability")
+ARMS = ("ticket", "reinit", "random_mask")
+REWINDS = ("weights", "lr", "finetune")
+
+
 def known_keys() -> list[str]:
-    """Every key of :func:`base_config` (open blocks as one key each), sorted."""
-    return sorted(set(_flat_keys(base_config())) | set(OPEN_KEYS))
+    """Every key of :func:`base_config` (dotted, leaves only), sorted."""
+    return sorted(checks.flatten(base_config()))
 
 
 def _check_unknown_keys(c) -> None:
-    import difflib
-
     known = known_keys()
-    for key in _flat_keys(c):
-        if key in known or any(key.startswith(o + ".") for o in OPEN_KEYS):
+    names = set(known)
+    # A block where a key is declared (an old-style {regex: rate}) stays one key:
+    # its check says what the key must be.
+    for key in checks.flatten(c, keep=known):
+        if key not in names:
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise ConfigError(f"unknown config key {key}{hint}")
+
+
+def _is_seq(v) -> bool:
+    return isinstance(v, tuple | list)
+
+
+def _check_layer_rates(pairs) -> None:
+    example = "(('head', 0.1),)"
+    if not _is_seq(pairs):
+        raise ConfigError(
+            f"imp.layer_rates must be a sequence of (regex, rate) pairs such as {example}, "
+            f"got {pairs!r}"
+        )
+    seen = set()
+    for entry in pairs:
+        if not _is_seq(entry) or len(entry) != 2 or not isinstance(entry[0], str):
+            raise ConfigError(
+                f"imp.layer_rates entries must be (regex, rate) pairs such as {example}, "
+                f"got {entry!r}"
+            )
+        pattern, rate = entry
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(
+                f"imp.layer_rates: {pattern!r} is not a valid regular expression ({e})"
+            ) from None
+        checks.number(rate, f"imp.layer_rates[{pattern!r}]", 0, 1, error=ConfigError)
+        if pattern in seen:
+            raise ConfigError(f"imp.layer_rates gives the pattern {pattern!r} twice")
+        seen.add(pattern)
+
+
+def _check_model_kwargs(c, model_name: str) -> None:
+    kwargs = c.model.kwargs
+    if not hasattr(kwargs, "keys"):
+        raise ConfigError(f"model.kwargs must be a block of model attributes, got {kwargs!r}")
+    for key, value in kwargs.items():
+        name, want = f"model.kwargs.{key}", MODEL_KWARGS[key]
+        if value is None:
             continue
-        near = difflib.get_close_matches(key, known, n=1)
-        hint = f"; did you mean {near[0]}?" if near else ""
-        _fail(f"unknown config key {key}{hint}")
+        if want is int:
+            checks.integer(value, name, 0, error=ConfigError)
+        elif want is float:
+            lo, hi = (0, 1) if key.endswith("dropout") else (0, math.inf)
+            checks.number(value, name, lo, hi, error=ConfigError)
+        elif want is bool:
+            checks.boolean(value, name, error=ConfigError)
+        elif want is str and not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        elif want is tuple and not _is_seq(value):
+            raise ConfigError(f"{name} must be a tuple such as (100, 100), got {value!r}")
+    valid = models.kwargs_for(model_name)
+    for key in model_kwargs(c):
+        if key not in valid:
+            raise ConfigError(
+                f"model.kwargs.{key} is not an attribute of model {model_name!r}; "
+                f"its attributes are {', '.join(valid)}"
+            )
 
 
 def validate(c) -> None:
     """Checks every value the runners read; raises :class:`ConfigError`.
 
-    Unknown keys (a typo such as ``train.stpes``) are errors too. Checks needing
-    the data or the model (batch size vs. dataset size, ``imp.layer_rates``
-    patterns vs. parameter paths, model kwargs) are done by the runner as soon
-    as those are known, still before any training.
+    Handles the ``lottery`` and ``instability`` kinds; a ``transfer`` config
+    is validated by ``lth_jax.transfer.config.validate``. Unknown keys (a typo
+    such as ``train.stpes``) are errors too. Checks needing the data or the
+    model (batch size vs. dataset size, ``imp.layer_rates`` patterns vs.
+    parameter paths, model attribute values) are done by the runner as soon as
+    those are known, still before any training.
     """
-    import re
-
-    from lth_jax import data, models
-    from lth_jax.pruning import SCOPES
-    from lth_jax.train import OPTIMIZERS, SCHEDULES
-
     if not hasattr(c, "keys"):
-        _fail(f"the config must be an ml_collections.ConfigDict, got {type(c).__name__}")
-    inf = float("inf")
-    if c.get("kind") == "transfer":  # its own blocks; it validates its lottery configs here
-        from lth_jax import transfer
-
-        transfer.validate(c)
-        return
+        raise ConfigError(
+            f"the config must be an ml_collections.ConfigDict, got {type(c).__name__}"
+        )
+    if c.get("kind") == "transfer":
+        raise ConfigError(
+            "kind 'transfer' configs are validated by lth_jax.transfer.config.validate"
+        )
     _check_unknown_keys(c)
-    _choice(c, "kind", KINDS)
-    _int(c, "seed", 0)
-    _int(c, "num_trials", 1)
-    _int(c, "num_devices", 0)
-    _bool(c, "progress")
-    arms = _get(c, "arms")
-    if isinstance(arms, str) or not isinstance(arms, (tuple, list)):
-        _fail(f"arms must be a list of {', '.join(ARMS)}; got {arms!r}")
+
+    def value(key):
+        v = checks.get(c, key)
+        if v is checks.MISSING:
+            raise ConfigError(f"config key {key} is missing")
+        return v
+
+    def check(fn, key, *args, **kwargs):
+        return fn(value(key), key, *args, error=ConfigError, **kwargs)
+
+    inf = math.inf
+    check(checks.choice, "kind", KINDS)
+    check(checks.integer, "seed", 0)
+    check(checks.integer, "num_trials", 1)
+    check(checks.integer, "num_devices", 0)
+    check(checks.boolean, "progress")
+    arms = value("arms")
+    if not _is_seq(arms):
+        raise ConfigError(f"arms must be a list of {', '.join(ARMS)}; got {arms!r}")
     arms = tuple(arms)
     if not arms or any(a not in ARMS for a in arms):
         bad = [a for a in arms if a not in ARMS]
-        _fail(f"arms must be a non-empty list of {', '.join(ARMS)}; got {bad or 'none'}")
+        raise ConfigError(
+            f"arms must be a non-empty list of {', '.join(ARMS)}; got {bad or 'none'}"
+        )
     if len(set(arms)) != len(arms):
-        _fail(f"arms must not repeat an arm, got {list(arms)}")
+        raise ConfigError(f"arms must not repeat an arm, got {list(arms)}")
     if "ticket" not in arms:
-        _fail(f"arms must include 'ticket' (IMP prunes the ticket), got {list(arms)}")
+        raise ConfigError(f"arms must include 'ticket' (IMP prunes the ticket), got {list(arms)}")
 
-    _choice(c, "dataset.name", tuple(data.DATASETS))
-    d = c.dataset.data_dir
+    check(checks.choice, "dataset.name", tuple(data.DATASETS))
+    d = value("dataset.data_dir")
     if d is not None and (not isinstance(d, str) or not d):
-        _fail(f"dataset.data_dir must be a directory path or None, got {d!r}")
-    if c.dataset.val_size is not None:
-        _int(c, "dataset.val_size", 1)
-    if c.dataset.train_size is not None:
-        _num(c, "dataset.train_size", 0, inf, lo_open=True)
-    _bool(c, "dataset.augment")
-    classes = c.dataset.classes
+        raise ConfigError(f"dataset.data_dir must be a directory path or None, got {d!r}")
+    if value("dataset.val_size") is not None:
+        check(checks.integer, "dataset.val_size", 1)
+    if value("dataset.train_size") is not None:
+        check(checks.number, "dataset.train_size", 0, inf, lo_open=True)
+    check(checks.boolean, "dataset.augment")
+    classes = value("dataset.classes")
     if classes is not None and (
-        isinstance(classes, str)
-        or not isinstance(classes, (tuple, list))
-        or not classes
-        or not all(_is_int(x) and x >= 0 for x in classes)
+        not _is_seq(classes) or not classes or not all(checks.is_int(x) and x >= 0 for x in classes)
     ):
-        _fail(f"dataset.classes must be None or a list of class labels >= 0, got {classes!r}")
-    _choice(c, "model.name", models.names())
-    if not hasattr(_get(c, "model.kwargs"), "keys"):
-        _fail(f"model.kwargs must be a dict of model attributes, got {c.model.kwargs!r}")
+        raise ConfigError(
+            f"dataset.classes must be None or a list of class labels >= 0, got {classes!r}"
+        )
+    model_name = check(checks.choice, "model.name", models.names())
+    _check_model_kwargs(c, model_name)
 
-    steps = _int(c, "train.steps", 1)
-    _int(c, "train.batch_size", 1)
-    every = _int(c, "train.eval_every", 1)
-    _int(c, "train.eval_batch_size", 1)
+    steps = check(checks.integer, "train.steps", 1)
+    check(checks.integer, "train.batch_size", 1)
+    every = check(checks.integer, "train.eval_every", 1)
+    check(checks.integer, "train.eval_batch_size", 1)
     if steps % every:
-        _fail(f"train.eval_every must divide train.steps={steps}, got {every}")
+        raise ConfigError(f"train.eval_every must divide train.steps={steps}, got {every}")
 
-    _choice(c, "optimizer.name", OPTIMIZERS)
-    _num(c, "optimizer.learning_rate", 0, inf, lo_open=True)
-    _num(c, "optimizer.momentum", 0, 1)
-    _bool(c, "optimizer.nesterov")
-    _choice(c, "optimizer.schedule", SCHEDULES)
-    w = _int(c, "optimizer.warmup_steps", 0)
+    check(checks.choice, "optimizer.name", OPTIMIZERS)
+    check(checks.number, "optimizer.learning_rate", 0, inf, lo_open=True)
+    check(checks.number, "optimizer.momentum", 0, 1)
+    check(checks.boolean, "optimizer.nesterov")
+    check(checks.choice, "optimizer.schedule", SCHEDULES)
+    w = check(checks.integer, "optimizer.warmup_steps", 0)
     if w > steps:
-        _fail(f"optimizer.warmup_steps must be <= train.steps={steps}, got {w}")
-    bounds = _get(c, "optimizer.step_boundaries")
-    if isinstance(bounds, str) or not isinstance(bounds, (tuple, list)):
-        _fail(f"optimizer.step_boundaries must be a list of fractions in (0, 1), got {bounds!r}")
+        raise ConfigError(f"optimizer.warmup_steps must be <= train.steps={steps}, got {w}")
+    bounds = value("optimizer.step_boundaries")
+    if not _is_seq(bounds):
+        raise ConfigError(
+            f"optimizer.step_boundaries must be a list of fractions in (0, 1), got {bounds!r}"
+        )
     for b in bounds:
-        if not _is_num(b) or not 0 < b < 1:
-            _fail(f"optimizer.step_boundaries must be fractions in (0, 1), got {b!r}")
-    _num(c, "optimizer.step_factor", 0, inf, lo_open=True)
+        if not checks.is_number(b) or not 0 < b < 1:
+            raise ConfigError(f"optimizer.step_boundaries must be fractions in (0, 1), got {b!r}")
+    check(checks.number, "optimizer.step_factor", 0, inf, lo_open=True)
     for key in ("l2", "weight_decay", "l1", "max_norm"):
-        _num(c, f"optimizer.{key}", 0, inf)
+        check(checks.number, f"optimizer.{key}", 0, inf)
 
-    rounds = _int(c, "imp.rounds", 0)
-    rate = _num(c, "imp.prune_rate", 0, 1)
-    if rounds > 0 and rate == 0 and c.imp.one_shot_density is None:
-        _fail("imp.prune_rate must be in (0, 1) when imp.rounds > 0, got 0")
-    _choice(c, "imp.scope", SCOPES)
-    layer_rates = _get(c, "imp.layer_rates")
-    if not hasattr(layer_rates, "keys"):
-        _fail(f"imp.layer_rates must be a dict {{regex: rate}}, got {layer_rates!r}")
-    for pattern, r in dict(layer_rates).items():
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            _fail(f"imp.layer_rates: {pattern!r} is not a valid regular expression ({e})")
-        if not _is_num(r) or not 0 <= r < 1:
-            _fail(f"imp.layer_rates[{pattern!r}] must be a number in [0, 1), got {r!r}")
-    k = _int(c, "imp.rewind_step", 0)
+    rounds = check(checks.integer, "imp.rounds", 0)
+    rate = check(checks.number, "imp.prune_rate", 0, 1)
+    one_shot = value("imp.one_shot_density")
+    if rounds > 0 and rate == 0 and one_shot is None:
+        raise ConfigError("imp.prune_rate must be in (0, 1) when imp.rounds > 0, got 0")
+    check(checks.choice, "imp.scope", SCOPES)
+    _check_layer_rates(value("imp.layer_rates"))
+    k = check(checks.integer, "imp.rewind_step", 0)
     if k >= steps:
-        _fail(
+        raise ConfigError(
             f"imp.rewind_step must be < train.steps={steps} (later rounds train from it to "
             f"train.steps), got {k}"
         )
     if k % every:
-        _fail(f"imp.rewind_step must be a multiple of train.eval_every={every}, got {k}")
-    _choice(c, "imp.rewind", REWINDS)
-    if c.imp.one_shot_density is not None:
-        _num(c, "imp.one_shot_density", 0, 1, lo_open=True)
+        raise ConfigError(
+            f"imp.rewind_step must be a multiple of train.eval_every={every}, got {k}"
+        )
+    check(checks.choice, "imp.rewind", REWINDS)
+    if one_shot is not None:
+        check(checks.number, "imp.one_shot_density", 0, 1, lo_open=True)
         if rounds != 1:
-            _fail(f"imp.one_shot_density needs imp.rounds=1, got {rounds}")
-    if c.checkpoint.max_to_keep is not None:
-        _int(c, "checkpoint.max_to_keep", 2)
-    _int(c, "checkpoint.every_steps", 0)
+            raise ConfigError(f"imp.one_shot_density needs imp.rounds=1, got {rounds}")
+    check(checks.integer, "instability.num_points", 2)
+    if value("checkpoint.max_to_keep") is not None:
+        check(checks.integer, "checkpoint.max_to_keep", 2)
+    check(checks.integer, "checkpoint.every_steps", 0)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -51,6 +52,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from lth_jax import checks
 
 __all__ = [
     "dropout",
@@ -71,14 +74,10 @@ __all__ = [
 
 
 def _check_unit_interval(value, name: str) -> float:
-    """Validates a Python number in ``[0, 1]`` and returns it as a float."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= v <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return v
+    """Validates a real number in ``[0, 1]`` (NumPy scalars too) and returns it as a float."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = float(value)
+    return checks.number(value, name, 0, 1, hi_open=False)
 
 
 def _normalize_dims(dims: Sequence[int], ndim: int, name: str) -> tuple[int, ...]:

@@ -14,12 +14,16 @@ The rules, exactly:
   separately (Frankle & Carbin). ``"global"`` ranks all alive prunable weights
   of all layers together by raw magnitude (no per-layer normalization) and
   removes ``k = round(rate * total alive)``.
-* **Per-layer rates.** ``layer_rates={pattern: rate}`` gives the leaves whose
-  path (``"Dense_2/kernel"``) matches the regex ``pattern`` (``re.search``;
-  the first matching pattern wins) their own rate, pruned within the layer. In
-  ``global`` scope those leaves leave the global pool and are pruned layerwise
-  at their own rate; the rest are ranked globally at ``rate``. A pattern that
-  matches no prunable leaf is an error.
+* **Per-layer rates.** ``layer_rates``, a sequence of ``(pattern, rate)``
+  pairs such as ``(("Conv_", 0.15), ("head", 0.1))``, gives the leaves whose
+  path (``"Dense_2/kernel"``) matches the regex ``pattern`` (``re.search``)
+  their own rate, pruned within the layer. Patterns are tried in the order
+  written and the first that matches a leaf gives its rate. A mapping
+  ``{pattern: rate}`` is accepted too, tried in its iteration order (the order
+  written, for a ``dict``). In ``global`` scope those leaves leave the global
+  pool and are pruned layerwise at their own rate; the rest are ranked
+  globally at ``rate``. A pattern that matches no prunable leaf, or only
+  leaves an earlier pattern already took, is an error.
 * **No revival.** A pruned weight is never alive again: new masks are
   ``old_mask & keep``.
 * **Prunable leaves** follow :mod:`lth_jax.masks` (default: ``kernel`` leaves
@@ -31,13 +35,15 @@ is data; ``rate``, ``scope`` and ``layer_rates`` are static).
 
 from __future__ import annotations
 
+import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import checks
 from lth_jax import masks as masks_lib
 
 __all__ = [
@@ -51,9 +57,15 @@ __all__ = [
 
 SCOPES = ("layerwise", "global")
 
+#: Per-layer rates: ``(pattern, rate)`` pairs in the order they are tried, or a
+#: mapping ``{pattern: rate}`` (its iteration order).
+LayerRates = Sequence[tuple[str, float]] | Mapping[str, float]
+
 
 def check_rate(rate, name: str = "rate") -> float:
     """Validates a pruning rate in ``[0, 1)`` and returns it as a float.
+
+    Any real number is accepted (NumPy scalars included); booleans and NaN are not.
 
     Example:
       >>> check_rate(0.2)
@@ -61,44 +73,69 @@ def check_rate(rate, name: str = "rate") -> float:
       >>> check_rate(1.0)
       Traceback (most recent call last):
       ...
-      ValueError: rate must be in [0, 1), got 1.0
+      ValueError: rate must be a number in [0, 1), got 1.0
     """
-    try:
-        r = float(rate)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1), got {rate!r}") from None
-    if not 0.0 <= r < 1.0 or r != r:
-        raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
-    return r
+    if isinstance(rate, numbers.Real) and not isinstance(rate, bool):
+        rate = float(rate)
+    return checks.number(rate, name, 0, 1)
+
+
+def _rate_pairs(layer_rates: LayerRates | None) -> list[tuple[str, float]]:
+    """``layer_rates`` as checked ``(pattern, rate)`` pairs, in the order they are tried."""
+    if layer_rates is None:
+        return []
+    if isinstance(layer_rates, Mapping) or hasattr(layer_rates, "keys"):
+        entries = list(layer_rates.items())
+    elif isinstance(layer_rates, str) or not isinstance(layer_rates, Sequence):
+        raise ValueError(
+            f"layer_rates must be a sequence of (pattern, rate) pairs, got {layer_rates!r}"
+        )
+    else:
+        entries = list(layer_rates)
+    pairs = []
+    for entry in entries:
+        if (
+            isinstance(entry, str)
+            or not isinstance(entry, Sequence)
+            or len(entry) != 2
+            or not isinstance(entry[0], str)
+        ):
+            raise ValueError(f"layer_rates entries must be (pattern, rate) pairs, got {entry!r}")
+        pattern, r = entry
+        pairs.append((pattern, check_rate(r, f"layer rate {pattern!r}")))
+    return pairs
 
 
 def resolve_layer_rates(
-    tree, rate: float, layer_rates: Mapping[str, float] | None = None, prunable=None
+    tree, rate: float, layer_rates: LayerRates | None = None, prunable=None
 ) -> list[tuple[float, bool] | None]:
     """The rate of each leaf, in ``jax.tree.leaves`` order.
 
     Each entry is ``None`` for a leaf that is not prunable, else ``(rate,
     own)`` where ``own`` says the rate came from a ``layer_rates`` pattern (such
-    a leaf is always pruned within itself).
+    a leaf is always pruned within itself): the first pattern, in the order
+    given, that matches the leaf's path.
 
     Raises:
-      ValueError: a pattern that matches no prunable leaf, or a rate outside
-        ``[0, 1)``.
+      ValueError: a pattern that matches no prunable leaf (or only leaves an
+        earlier pattern took), an entry that is not a ``(pattern, rate)``
+        pair, or a rate outside ``[0, 1)``.
 
     Example:
       >>> import numpy as np
       >>> tree = {"Dense_0": {"bias": np.zeros(3), "kernel": np.zeros((4, 3))},
       ...         "head": {"bias": np.zeros(2), "kernel": np.zeros((3, 2))}}
-      >>> resolve_layer_rates(tree, 0.2, {"head": 0.1})
+      >>> resolve_layer_rates(tree, 0.2, (("head", 0.1),))
       [None, (0.2, False), None, (0.1, True)]
+      >>> resolve_layer_rates(tree, 0.2, (("kernel", 0.5), ("head", 0.1)))
+      Traceback (most recent call last):
+      ...
+      ValueError: layer rate pattern 'head' only matches leaves an earlier pattern took: head/kernel
     """
     rate = check_rate(rate)
     flags = jax.tree.leaves(masks_lib.prunable_tree(tree, prunable))
     paths = [p for p, _ in masks_lib.named_leaves(tree)]
-    compiled = [
-        (pattern, re.compile(pattern), check_rate(r, f"layer rate {pattern!r}"))
-        for pattern, r in (layer_rates or {}).items()
-    ]
+    compiled = [(pattern, re.compile(pattern), r) for pattern, r in _rate_pairs(layer_rates)]
     used = set()
     rates: list[tuple[float, bool] | None] = []
     for path, f in zip(paths, flags):
@@ -113,6 +150,13 @@ def resolve_layer_rates(
     unused = [p for p, _, _ in compiled if p not in used]
     if unused:
         prunable_paths = [p for p, f in zip(paths, flags) if f]
+        rx = re.compile(unused[0])
+        shadowed = [p for p in prunable_paths if rx.search(p)]
+        if shadowed:
+            raise ValueError(
+                f"layer rate pattern {unused[0]!r} only matches leaves an earlier pattern "
+                f"took: {', '.join(shadowed)}"
+            )
         raise ValueError(
             f"layer rate pattern {unused[0]!r} matches no prunable parameter; "
             f"prunable paths are: {', '.join(prunable_paths)}"
@@ -175,7 +219,7 @@ def magnitude_prune(
     mask,
     rate: float,
     scope: str = "layerwise",
-    layer_rates: Mapping[str, float] | None = None,
+    layer_rates: LayerRates | None = None,
     prunable=None,
 ):
     """Removes ``rate`` of the alive prunable weights with the smallest ``|w|``.
@@ -187,7 +231,8 @@ def magnitude_prune(
       mask: current mask, a pytree of bools shaped like ``params``.
       rate: fraction of the alive weights to remove, in ``[0, 1)``.
       scope: ``"layerwise"`` or ``"global"``.
-      layer_rates: optional ``{regex: rate}`` per-layer overrides.
+      layer_rates: optional per-layer rates, ``(regex, rate)`` pairs tried in
+        order (or a mapping ``{regex: rate}``, in its iteration order).
       prunable: which leaves are prunable (see :mod:`lth_jax.masks`).
 
     Returns:
@@ -217,7 +262,7 @@ def random_prune(
     mask,
     rate: float,
     scope: str = "layerwise",
-    layer_rates: Mapping[str, float] | None = None,
+    layer_rates: LayerRates | None = None,
     prunable=None,
 ):
     """Like :func:`magnitude_prune` with uniform random scores.

@@ -13,9 +13,10 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
-from lth_jax import cli, lottery
+from lth_jax import checks, cli, lottery
 from lth_jax import config as config_lib
 
 TINY = [
@@ -78,24 +79,71 @@ CASES = [
     ),
     (
         "layer-rate-matches-nothing",
-        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates.conv9=0.5"],
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates=(('conv9', 0.5),)"],
         ["conv9", "Dense_0/kernel"],
     ),
     (
+        "layer-rate-shadowed",
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates=(('e', 0.5), ('head', 0.1))"],
+        ["'head'", "earlier pattern", "head/kernel"],
+    ),
+    (
         "layer-rate-bad-regex",
-        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates.(=0.5"],
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates=(('(', 0.5),)"],
         ["'('", "regular expression"],
     ),
     (
         "layer-rate-out-of-range",
-        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates.head=1.0"],
-        ["head"],
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates=(('head', 1.0),)"],
+        ["imp.layer_rates['head']", "[0, 1)", "1.0"],
+    ),
+    (
+        "layer-rate-not-a-pair",
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates=head"],
+        ["imp.layer_rates", "(regex, rate) pairs", "'head'"],
+    ),
+    (
+        "layer-rate-as-a-block",
+        ["run", "--workdir", "{wd}", *TINY, "--config.imp.layer_rates.head=0.1"],
+        ["imp.layer_rates.head", "--config.imp.layer_rates=VALUE"],
     ),
     (
         "model-kwarg",
         ["run", "--workdir", "{wd}", *TINY, "--config.model.kwargs.widht=3"],
-        ["widht"],
+        ["model.kwargs.widht", "model.kwargs.widths"],
     ),
+    (
+        "model-kwarg-of-another-model",
+        ["run", "--workdir", "{wd}", *TINY, "--config.model.kwargs.depth=20"],
+        ["model.kwargs.depth", "'mlp'", "features"],
+    ),
+    (
+        "model-kwarg-wrong-type",
+        ["run", "--workdir", "{wd}", *TINY, "--config.model.kwargs.dropout=0.5.1"],
+        ["--config.model.kwargs.dropout=0.5.1", "number"],
+    ),
+    (
+        "model-kwarg-bad-tuple",
+        ["run", "--workdir", "{wd}", *TINY, "--config.model.kwargs.features=16 8"],
+        ["--config.model.kwargs.features=16 8", "tuple"],
+    ),
+    (
+        "instability-points",
+        ["run", "--workdir", "{wd}", "--config.instability.num_points=1"],
+        ["instability.num_points", ">= 2", "1"],
+    ),
+    (
+        "instability-unknown-key",
+        ["run", "--workdir", "{wd}", "--config.instability.points=3"],
+        ["instability.points", "instability.num_points"],
+    ),
+    (
+        "noconfig-not-a-bool",
+        ["run", "--workdir", "{wd}", "--noconfig.train.steps"],
+        ["--noconfig.train.steps", "true/false"],
+    ),
+    ("empty-key", ["run", "--workdir", "{wd}", "--config.=3"], ["--config.", "empty"]),
+    ("kind", ["run", "--workdir", "{wd}", "--config.kind=bogus"], ["'bogus'", "lottery"]),
     (
         "too-many-devices",
         ["run", "--workdir", "{wd}", *TINY[:1], "--config.num_devices=512"],
@@ -196,11 +244,7 @@ def _config(**overrides):
     c.train.eval_every = 10
     c.imp.rounds = 1
     for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        checks.set_value(c, key, value)
     return c
 
 
@@ -209,7 +253,12 @@ API_CASES = [
     ("dataset", {"dataset.name": "imagenet"}, ["--config.dataset.name=imagenet"]),
     ("rewind-step", {"imp.rewind_step": 30}, ["--config.imp.rewind_step=30"]),
     ("batch", {"train.batch_size": 100000}, ["--config.train.batch_size=100000"]),
-    ("layer-rate", {"imp.layer_rates.conv9": 0.5}, ["--config.imp.layer_rates.conv9=0.5"]),
+    (
+        "layer-rate",
+        {"imp.layer_rates": (("conv9", 0.5),)},
+        ["--config.imp.layer_rates=(('conv9', 0.5),)"],
+    ),
+    ("model-kwarg", {"model.kwargs.depth": 20}, ["--config.model.kwargs.depth=20"]),
     ("arms-str", {"arms": ("ticket", "bogus")}, ["--config.arms=ticket,bogus"]),
 ]
 
@@ -255,15 +304,18 @@ def test_python_api_rejects_unknown_keys_and_wrong_types():
         config_lib.validate(c)
 
 
-def test_overrides_parse_types_and_open_blocks(tmp_path):
+def test_overrides_parse_as_the_keys_types(tmp_path):
     config, wd, overwrite = cli.parse_run_args(
         [
             "--workdir",
             str(tmp_path),
             "--config.arms=ticket,reinit",
             "--config.model.kwargs.features=(64, 32)",
-            "--config.imp.layer_rates.head=0.1",
+            "--config.model.kwargs.dropout=0.1",
+            "--config.imp.layer_rates=(('Dense_1', 0.3), ('head', 0.1))",
+            "--config.instability.num_points=5",
             "--config.optimizer.learning_rate=1",
+            "--config.dataset.classes=0,1,2",
             "--noconfig.progress",
             "--config.train.steps",
             "400",
@@ -271,9 +323,81 @@ def test_overrides_parse_types_and_open_blocks(tmp_path):
         ]
     )
     assert wd == str(tmp_path) and overwrite
-    assert tuple(config.arms) == ("ticket", "reinit")
-    assert tuple(config.model.kwargs.features) == (64, 32)
-    assert config.imp.layer_rates.head == 0.1
+    assert config.arms == ("ticket", "reinit")
+    assert config_lib.model_kwargs(config) == {"features": (64, 32), "dropout": 0.1}
+    assert config.imp.layer_rates == (("Dense_1", 0.3), ("head", 0.1))
+    assert config.instability.num_points == 5
     assert config.optimizer.learning_rate == 1.0
+    assert config.dataset.classes == (0, 1, 2)
     assert config.progress is False and config.train.steps == 400
     config_lib.validate(config)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config.arms=ticket", "--config.arms=reinit"],
+        ["--config.arms=('ticket', 'reinit')"],
+        ["--config.arms", "ticket, reinit"],
+    ],
+)
+def test_tuple_overrides_every_spelling(argv, tmp_path):
+    config, _, overwrite = cli.parse_run_args(["--workdir", str(tmp_path), *argv])
+    assert config.arms == ("ticket", "reinit") and not overwrite
+
+
+def test_overrides_apply_to_a_config_file_in_any_order(tmp_path):
+    preset = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "experiments",
+        "configs",
+        "conv_cifar10.py",
+    )
+    config, _, _ = cli.parse_run_args(
+        ["--config.imp.rounds=2", "--workdir", str(tmp_path), "--config", f"{preset}:conv4"]
+    )
+    assert config.model.name == "conv4" and config.imp.rounds == 2
+    assert config.imp.layer_rates == (("Conv_", 0.1), ("head", 0.1))
+
+
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("imp.layer_rates", {"head": 0.1}, ["imp.layer_rates", "(regex, rate) pairs"]),
+        ("imp.layer_rates", (("head", 0.1, 2),), ["imp.layer_rates entries", "pairs"]),
+        ("imp.layer_rates", (("head", 0.1), ("head", 0.2)), ["'head'", "twice"]),
+        ("imp.layer_rates", ((3, 0.1),), ["imp.layer_rates entries"]),
+        ("model.kwargs.features", 100, ["model.kwargs.features", "tuple"]),
+        ("model.kwargs.dropout", 1.0, ["model.kwargs.dropout", "[0, 1)"]),
+        ("model.kwargs.activation", 3, ["model.kwargs.activation", "string"]),
+        ("instability.num_points", True, ["instability.num_points", ">= 2"]),
+    ],
+)
+def test_python_api_checks_the_structured_keys(key, value, words):
+    d = _config().to_dict()
+    checks.set_value(d, key, value)  # a plain dict takes any value; a ConfigDict checks types
+    c = ml_collections.ConfigDict(d)
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.validate(c)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_config_validate_leaves_transfer_configs_to_their_kind():
+    c = _config(kind="transfer")
+    with pytest.raises(config_lib.ConfigError, match="lth_jax.transfer.config.validate"):
+        config_lib.validate(c)
+
+
+def test_every_model_attribute_is_a_declared_key():
+    import dataclasses
+
+    from lth_jax import models
+
+    declared = set(config_lib.base_config().model.kwargs)
+    assert declared == set(config_lib.MODEL_KWARGS)
+    for name in models.names():
+        cls = models._entry(name).cls
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        settable = fields - {"parent", "name", "num_classes", "kernel_init", "bias_init"}
+        assert settable <= declared, (name, settable - declared)

@@ -36,12 +36,10 @@ def tiny_config(data_dir, **overrides):
     c.train.batch_size = 50
     c.imp.rounds = 2
     c.imp.prune_rate = 0.5
+    from lth_jax.checks import set_value
+
     for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_value(c, key, value)
     return c
 
 

@@ -194,6 +194,42 @@ def test_layer_rates_frankle_carbin_output_at_half_rate():
     assert int(new["Dense_1"]["kernel"].sum()) == 1600
 
 
+def test_layer_rates_first_match_in_written_order():
+    params = make_params(jax.random.PRNGKey(1), ((100, 50), (50, 40), (40, 10)))
+    mask = masks.ones_like(params)
+    # "Dense_1" first: Dense_1 at 10%, the other layers at the catch-all's 50%.
+    new = pruning.magnitude_prune(params, mask, 0.2, layer_rates=(("Dense_1", 0.1), ("Dense", 0.5)))
+    alive = {k: int(v["kernel"].sum()) for k, v in new.items()}
+    assert alive == {"Dense_0": 2500, "Dense_1": 1800, "Dense_2": 200}
+    # A mapping is tried in its iteration order, not sorted: the same result.
+    as_dict = pruning.magnitude_prune(params, mask, 0.2, layer_rates={"Dense_1": 0.1, "Dense": 0.5})
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(as_dict)):
+        np.testing.assert_array_equal(a, b)
+    # The catch-all first leaves "Dense_1" nothing: an error, not a silent no-op.
+    with pytest.raises(ValueError, match="'Dense_1' only matches leaves an earlier pattern took"):
+        pruning.magnitude_prune(params, mask, 0.2, layer_rates=(("Dense", 0.5), ("Dense_1", 0.1)))
+    # Lists (a config read back from JSON) work as pairs.
+    rates = pruning.resolve_layer_rates(params, 0.2, [["Dense_1", 0.1]])
+    assert [r for r in rates if r is not None] == [(0.2, False), (0.1, True), (0.2, False)]
+
+
+@pytest.mark.parametrize(
+    "layer_rates,match",
+    [
+        ("Dense_1", "sequence of"),
+        ((("Dense_1",),), "pairs"),
+        ((("Dense_1", 0.1, 0.2),), "pairs"),
+        (((1, 0.1),), "pairs"),
+        ((("Dense_1", 1.0),), r"layer rate 'Dense_1' must be a number in \[0, 1\)"),
+        ((("Dense_1", "x"),), r"\[0, 1\)"),
+    ],
+)
+def test_layer_rates_entries_are_checked(layer_rates, match):
+    params = make_params(jax.random.PRNGKey(1))
+    with pytest.raises(ValueError, match=match):
+        pruning.resolve_layer_rates(params, 0.2, layer_rates)
+
+
 def test_random_prune_same_per_layer_counts_as_magnitude():
     params = make_params(jax.random.PRNGKey(2), ((30, 20), (20, 10)))
     mask = masks.ones_like(params)

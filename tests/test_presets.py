@@ -19,6 +19,7 @@ import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -106,12 +107,38 @@ def test_config_validates_and_model_builds(name, arg):
     c = _get_config(name, arg)
     config_lib.validate(c)
     spec = data.get_spec(c.dataset.name)
-    model = models.get(c.model.name, num_classes=spec.num_classes, **c.model.kwargs.to_dict())
+    model = models.get(c.model.name, num_classes=spec.num_classes, **config_lib.model_kwargs(c))
     x = np.zeros((1, *spec.input_shape), np.float32)
     shapes = jax.eval_shape(lambda k: model.init({"params": k}, x), jax.random.key(0))
-    pruning.resolve_layer_rates(shapes["params"], c.imp.prune_rate, dict(c.imp.layer_rates))
-    # The config survives the round trip through config.json (what resuming compares).
-    json.loads(c.to_json())
+    rates = pruning.resolve_layer_rates(shapes["params"], c.imp.prune_rate, c.imp.layer_rates)
+    # The config survives the round trip through config.json (what resuming compares):
+    # read back, its lists where tuples were, it validates and means the same.
+    saved = json.loads(c.to_json(sort_keys=True))
+    back = ml_collections.ConfigDict(saved)
+    config_lib.validate(back)
+    assert config_lib.model_kwargs(back) == config_lib.model_kwargs(c)
+    assert (
+        pruning.resolve_layer_rates(shapes["params"], back.imp.prune_rate, back.imp.layer_rates)
+        == rates
+    )
+
+
+def _old_layout(saved: dict) -> dict:
+    """A config.json as written before layer_rates were pairs and model.kwargs declared."""
+    old = json.loads(json.dumps(saved))
+    old["imp"]["layer_rates"] = dict(old["imp"]["layer_rates"])
+    old["model"]["kwargs"] = {k: v for k, v in old["model"]["kwargs"].items() if v is not None}
+    del old["instability"]
+    return old
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n in ARGS for a in ARGS[n]])
+def test_old_workdir_configs_upgrade_to_the_preset(name, arg):
+    """A workdir made by this preset before the config layout changed resumes without drift."""
+    c = _get_config(name, arg)
+    saved = json.loads(c.to_json(sort_keys=True))
+    assert config_lib.upgrade_json(_old_layout(saved)) == saved
+    assert config_lib.upgrade_json(saved) == saved  # the current layout is left alone
 
 
 def test_bad_argument_is_refused():

@@ -67,7 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.imp.rounds = 15
     c.imp.prune_rate = 0.2  # hidden FC layers (Dense_0, Dense_1)
     c.imp.scope = "layerwise"
-    c.imp.layer_rates = ml_collections.ConfigDict({"Conv_": conv_rate, "head": 0.1})
+    c.imp.layer_rates = (("Conv_", conv_rate), ("head", 0.1))
     c.imp.rewind = "weights"
     c.imp.rewind_step = 0
     return c

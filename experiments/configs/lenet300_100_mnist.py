@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.imp.rounds = 18
     c.imp.prune_rate = 0.2
     c.imp.scope = "layerwise"
-    c.imp.layer_rates = ml_collections.ConfigDict({"head": 0.1})
+    c.imp.layer_rates = (("head", 0.1),)
     c.imp.rewind = "weights"
     c.imp.rewind_step = 0
     return c

@@ -54,8 +54,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.imp.rounds = 12
     c.imp.prune_rate = 0.2
     c.imp.scope = "layerwise"
-    c.imp.layer_rates = ml_collections.ConfigDict()
+    c.imp.layer_rates = ()
     c.imp.rewind = "weights"
     c.imp.rewind_step = k
-    c.instability = ml_collections.ConfigDict({"num_points": 11})
+    c.instability.num_points = 11
     return c

@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.imp.rounds = 18
     c.imp.prune_rate = 0.2
     c.imp.scope = "layerwise"
-    c.imp.layer_rates = ml_collections.ConfigDict()  # every layer at 20%, head included
+    c.imp.layer_rates = ()  # every layer at 20%, head included
     c.imp.rewind = "weights"
     c.imp.rewind_step = 0
     return c

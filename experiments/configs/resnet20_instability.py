@@ -59,5 +59,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.imp.scope = "global"
     c.imp.rewind = "weights"
     c.imp.rewind_step = k
-    c.instability = ml_collections.ConfigDict({"num_points": 11})
+    c.instability.num_points = 11
     return c

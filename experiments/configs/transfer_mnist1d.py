@@ -95,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Source ticket (only used by the ticket arms).
     c.imp.rounds = 3
     c.imp.prune_rate = 0.5
-    c.imp.layer_rates = ml_collections.ConfigDict({"head": 0.25})
+    c.imp.layer_rates = (("head", 0.25),)
     c.imp.rewind_step = 0
     # Target: digits 5-9 at three training-set sizes.
     c.target.name = "mnist1d"

@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.imp.rounds = 18
     c.imp.prune_rate = 0.2
     c.imp.scope = "global"
-    c.imp.layer_rates = ml_collections.ConfigDict({"head": 0.0})
+    c.imp.layer_rates = (("head", 0.0),)
     c.imp.rewind = "weights"
     c.imp.rewind_step = 2_000 if mode == "rewind" else 0
     return c

@@ -9,12 +9,13 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lth_jax import checks
 from lth_jax.dropouts import Dropout
 
 __all__ = [
     "ACTIVATIONS",
     "resolve_activation",
-    "check_rate",
+    "check_dropout_rate",
     "check_positive_int",
     "check_positive_ints",
     "check_init",
@@ -48,10 +49,14 @@ def resolve_activation(activation: str | Callable) -> Callable:
     )
 
 
-def check_rate(rate: Any, name: str) -> None:
-    """Raise ValueError unless ``0 <= rate < 1`` (a dropout probability)."""
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name} must be a float in [0, 1), got {rate!r}")
+def check_dropout_rate(rate: Any, name: str) -> None:
+    """Raise ValueError unless ``0 <= rate < 1`` (a dropout probability).
+
+    Any real number is accepted (NumPy scalars included); booleans and NaN are not.
+    """
+    if isinstance(rate, numbers.Real) and not isinstance(rate, bool):
+        rate = float(rate)
+    checks.number(rate, name, 0, 1)
 
 
 def check_positive_int(value: Any, name: str) -> None:
@@ -87,7 +92,7 @@ def check_layer_fields(
     """
     resolve_activation(module.activation)
     for name in rates:
-        check_rate(getattr(module, name), name)
+        check_dropout_rate(getattr(module, name), name)
     for name in inits:
         check_init(getattr(module, name), name)
 
@@ -102,6 +107,19 @@ def maybe_dropout(x, rate: float, train: bool):
     if rate > 0.0:
         return Dropout(rate)(x, deterministic=not train)
     return x
+
+
+def dense_head(module, x, widths, act, train: bool):
+    """Hidden dense layers (activation, then dropout ``module.dropout``) and the ``head``.
+
+    Must be called inside ``module``'s ``@nn.compact`` method: the layers are
+    ``module``'s own (``Dense_0``, ``Dense_1``, ..., ``head``), initialized with
+    its ``kernel_init`` and ``bias_init``.
+    """
+    inits = {"kernel_init": module.kernel_init, "bias_init": module.bias_init}
+    for width in widths:
+        x = maybe_dropout(act(nn.Dense(width, **inits)(x)), module.dropout, train)
+    return nn.Dense(module.num_classes, name="head", **inits)(x)
 
 
 def flatten(x):

@@ -241,7 +241,7 @@ def _config_line(cfg: Mapping | None, ticket_arms: set[str]) -> str:
     ft = g("finetune") or {}
     fo = ft.get("optimizer") or {}
     parts = [
-        f"model {g('model.name')} {g('model.kwargs') or ''}".strip(),
+        f"model {g('model.name')} {_set_kwargs(g('model.kwargs'))}".strip(),
         f"source {g('dataset.name')}" + (f" classes {src_classes}" if src_classes else ""),
         f"target {g('target.name')}" + (f" classes {tgt_classes}" if tgt_classes else ""),
         f"pretrain {g('train.steps')} steps ({g('optimizer.name')} {g('optimizer.learning_rate')})",
@@ -320,3 +320,9 @@ def write_report(workdir: str, out_dir: str | os.PathLike | None = None) -> str:
         md += ["## Effects (paired by trial)", "", format_effects(eff), ""]
     files.write_markdown(out, md, title, _NOTES)
     return text
+
+
+def _set_kwargs(kwargs) -> str:
+    """The model arguments a config sets (``None`` means the model's default)."""
+    kept = {k: v for k, v in (kwargs or {}).items() if v is not None}
+    return str(kept) if kept else ""
