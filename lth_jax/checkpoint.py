@@ -336,7 +336,7 @@ def partial_state(runs, outs, snapshot, n: int) -> tuple[dict, dict]:
 
 
 def resume_state(state, meta, runs, snapshot_like, n: int, shards: int):
-    """``(runs, outs, snapshot)`` to resume :meth:`lth_jax.train.Engine.fit` from :func:`partial_state`.
+    """``(runs, outs, snapshot)`` to resume ``Engine.fit`` from a :func:`partial_state`.
 
     Raises:
       ValueError: the saved state does not fit these runs.

@@ -111,17 +111,8 @@ def optimizer_chain(opt, learning_rate) -> optax.GradientTransformation:
 def make_optimizer(opt) -> optax.GradientTransformation:
     """The optax chain of an ``optimizer`` config block, wrapped to keep masks.
 
-    The chain, in order (each part only when its strength is non-zero)::
-
-        keep_pruned(inject_hyperparams(chain(
-            add_l2(l2),                        # coupled L2: before the optimizer
-            sgd | momentum | adam,             # scaled by the injected learning rate
-            decoupled_weight_decay(wd, lr),    # decoupled: after the optimizer
-            prox_l1(l1, lr),                   # proximal L1: exact zeros
-            max_norm(c),                       # projection: last
-        )))
-
-    ``adamw`` is ``adam`` with ``weight_decay`` decoupled (as above). The learning
+    The chain is the one drawn in this module's docstring (each part only when
+    its strength is non-zero). ``adamw`` is ``adam`` with ``weight_decay`` decoupled (as above). The learning
     rate is a hyperparameter set by the engine every step from the schedule.
     """
     if opt.name not in OPTIMIZERS:

@@ -31,7 +31,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lth_jax.data.mnist1d import load_mnist1d
 from lth_jax.data.registry import get_spec
+from lth_jax.data.tfds_source import load_tfds
 
 __all__ = ["Dataset", "load", "get_dataset"]
 
@@ -100,11 +102,7 @@ def load(
     """
     spec = get_spec(name)
     if spec.source == "mnist1d":
-        from lth_jax.data.mnist1d import load_mnist1d
-
         return load_mnist1d(split, data_dir=data_dir)
-    from lth_jax.data.tfds_source import load_tfds
-
     return load_tfds(name, split, data_dir=data_dir, manual_dir=manual_dir, download=download)
 
 

@@ -49,6 +49,7 @@ from lth_jax.models._common import (
     check_layer_fields,
     check_positive_int,
     check_positive_ints,
+    dense_head,
     flatten,
     maybe_dropout,
     resolve_activation,
@@ -116,10 +117,4 @@ class ConvNet(nn.Module):
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
             x = maybe_dropout(x, self.conv_dropout, train)
         x = flatten(x)
-        for width in self.fc_features:
-            x = nn.Dense(width, kernel_init=self.kernel_init, bias_init=self.bias_init)(x)
-            x = act(x)
-            x = maybe_dropout(x, self.dropout, train)
-        return nn.Dense(
-            self.num_classes, kernel_init=self.kernel_init, bias_init=self.bias_init, name="head"
-        )(x)
+        return dense_head(self, x, self.fc_features, act, train)

@@ -37,6 +37,7 @@ from lth_jax.models._common import (
     check_layer_fields,
     check_positive_int,
     check_positive_ints,
+    dense_head,
     flatten,
     maybe_dropout,
     resolve_activation,
@@ -79,10 +80,4 @@ class MLP(nn.Module):
         act = resolve_activation(self.activation)
         x = flatten(x)
         x = maybe_dropout(x, self.input_dropout, train)
-        for width in self.features:
-            x = nn.Dense(width, kernel_init=self.kernel_init, bias_init=self.bias_init)(x)
-            x = act(x)
-            x = maybe_dropout(x, self.dropout, train)
-        return nn.Dense(
-            self.num_classes, kernel_init=self.kernel_init, bias_init=self.bias_init, name="head"
-        )(x)
+        return dense_head(self, x, self.features, act, train)
