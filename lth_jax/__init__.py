@@ -20,21 +20,30 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "arms",
     "checkpoint",
+    "checks",
     "cli",
     "config",
+    "curves",
     "data",
     "dropouts",
+    "instability",
+    "kinds",
     "lottery",
+    "loop",
     "masks",
     "models",
+    "optim",
     "parallel",
     "pruning",
     "regularizers",
+    "regularizers_sp",
     "report",
     "rng",
     "train",
     "transfer",
+    "workdir",
 )
 
 __all__ = ["dropout", "__version__", *_SUBMODULES]
@@ -48,3 +57,7 @@ def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"lth_jax.{name}")
     raise AttributeError(f"module 'lth_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -74,10 +74,10 @@ def test_engine_permutation_is_jax_permutation():
     import jax
     import numpy as np
 
-    from lth_jax import train
+    from lth_jax.data import pipeline
 
     for n in (1, 2, 3, 10, 999, 6000, 55000, 65535, 65536, 70001):
-        f = jax.jit(lambda k, n=n: train._permutation(k, n))
+        f = jax.jit(lambda k, n=n: pipeline.permutation(k, n))
         for i in range(3):
             key = jax.random.fold_in(jax.random.PRNGKey(11), i)
             got, want = np.asarray(f(key)), np.asarray(jax.random.permutation(key, n))
@@ -85,10 +85,10 @@ def test_engine_permutation_is_jax_permutation():
             np.testing.assert_array_equal(got, want, err_msg=f"n={n}, key {i}")
     typed = jax.random.key(3)
     np.testing.assert_array_equal(
-        train._permutation(typed, 500), jax.random.permutation(typed, 500)
+        pipeline.permutation(typed, 500), jax.random.permutation(typed, 500)
     )
     # ties in the sort keys keep their order, as a stable sort does
     keys = jax.numpy.asarray(np.random.default_rng(0).integers(0, 40, 3000).astype(np.uint32))
     np.testing.assert_array_equal(
-        train._stable_argsort_u32(keys), np.argsort(np.asarray(keys), kind="stable")
+        pipeline._stable_argsort_u32(keys), np.argsort(np.asarray(keys), kind="stable")
     )

@@ -1,4 +1,4 @@
-"""The committed reports under ``experiments/results/`` regenerate byte for byte from their metrics."""
+"""The committed reports under ``experiments/results/`` regenerate byte for byte."""
 
 from __future__ import annotations
 

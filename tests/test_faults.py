@@ -25,7 +25,7 @@ import pytest
 
 from lth_jax import checkpoint as ckpt_lib
 from lth_jax import config as config_lib
-from lth_jax import lottery, report
+from lth_jax import lottery, report, workdir
 
 ARGS = [
     "--config.progress=False",
@@ -234,12 +234,10 @@ def _tiny(**overrides):
     c.train.eval_every = 10
     c.train.batch_size = 50
     c.imp.rounds = 1
+    from lth_jax.checks import set_value
+
     for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_value(c, key, value)
     return c
 
 
@@ -322,18 +320,18 @@ def test_checkpoint_digests_catch_silent_changes_and_tmp_dirs_are_ignored(tmp_pa
 
 def test_config_drift_check_unit(tmp_path):
     c = _tiny()
-    saved = lottery.config_to_json(c)
+    saved = workdir.config_to_json(c)
     del saved["checkpoint"]["every_steps"]  # a key added after the workdir was made
     saved["progress"] = True  # harmless keys
     saved["checkpoint"]["max_to_keep"] = 3
-    ckpt_lib.write_json_atomic(str(tmp_path / "config.json"), saved)
-    lottery.check_config_drift(str(tmp_path), c)  # accepted
+    workdir.write_json_atomic(str(tmp_path / "config.json"), saved)
+    lottery.check_drift(str(tmp_path), c)  # accepted
     c.imp.prune_rate = 0.3
     with pytest.raises(ValueError, match=r"imp\.prune_rate \(0\.2 -> 0\.3\)"):
-        lottery.check_config_drift(str(tmp_path), c)
+        lottery.check_drift(str(tmp_path), c)
     (tmp_path / "config.json").write_text("{garbled")
     with pytest.raises(ValueError, match="config.json cannot be read"):
-        lottery.check_config_drift(str(tmp_path), _tiny())
+        lottery.check_drift(str(tmp_path), _tiny())
 
 
 def test_overwrite_discards_the_previous_run(tmp_path):
@@ -342,7 +340,7 @@ def test_overwrite_discards_the_previous_run(tmp_path):
     for name in ("metrics.jsonl", "config.json", "timing.jsonl", "report.md", "notes.txt"):
         (wd / name).write_text("x")
     (wd / "metrics.jsonl.tmp-999999").write_text("cut short")
-    lottery._prepare_workdir(str(wd), overwrite=True)
+    workdir.prepare(str(wd), True, lottery.OWNED)
     assert sorted(os.listdir(wd)) == ["notes.txt"]  # only the run's own files go
 
 

@@ -20,15 +20,9 @@ import sys
 
 import pytest
 
+from lth_jax import checks
+
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
-
-
-def _set(c, key: str, value) -> None:
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
 
 
 def _lottery(**overrides):
@@ -41,7 +35,7 @@ def _lottery(**overrides):
     c.train.steps = 600
     c.imp.rounds = 3
     for key, value in overrides.items():
-        _set(c, key, value)
+        checks.set_value(c, key, value)
     return c
 
 
@@ -83,9 +77,7 @@ def _transfer():
 def _instability():
     c = _lottery(**{"train.steps": 200, "imp.rounds": 1, "arms": ("ticket", "random_mask")})
     c.kind = "instability"
-    import ml_collections
-
-    c.instability = ml_collections.ConfigDict({"num_points": 3})
+    c.instability.num_points = 3
     return c
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from lth_jax import config as config_lib
-from lth_jax import lottery, masks, rng
-from lth_jax.train import early_stop
+from lth_jax import lottery, masks, rng, workdir
+from lth_jax.curves import early_stop
 
 
 def tiny_config(**overrides):
@@ -26,12 +26,10 @@ def tiny_config(**overrides):
     c.imp.rounds = 2
     c.imp.prune_rate = 0.5
     c.num_devices = 1
+    from lth_jax.checks import set_value
+
     for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_value(c, key, value)
     return c
 
 
@@ -112,7 +110,8 @@ def test_arms_share_data_order(exp):
     m = s0["ticket"]["mask"]
     stack = lambda tree: jax.tree.map(lambda a: jnp.concatenate([a, a]), tree)
     # Arm-major: runs 0-1 are "arm A" trials 0-1, runs 2-3 are "arm B" trials 0-1.
-    params, _, fail, curves, _ = exp._train(stack(p), stack(bs), stack(m), 1, 0)
+    out = exp._fit(stack(p), stack(bs), stack(m), 1, 0)
+    params, curves = out.params, out.curves
     for leaf in jax.tree.leaves(params):
         assert np.array_equal(leaf[:2], leaf[2:])
     assert not np.array_equal(curves.val_loss[0], curves.val_loss[1])  # trials differ
@@ -169,7 +168,7 @@ def test_resume_between_rounds_gives_identical_metrics(tmp_path):
     c1 = tiny_config(**{"imp.rounds": 1})
     lottery.run(c1, str(part))
     cfg_path = part / "config.json"
-    cfg_path.write_text(json.dumps(lottery.config_to_json(c), indent=2, sort_keys=True))
+    cfg_path.write_text(json.dumps(workdir.config_to_json(c), indent=2, sort_keys=True))
     lottery.run(c, str(part))
     assert _metrics(full) == _metrics(part)
     recs = [json.loads(line) for line in _metrics(full).splitlines()]

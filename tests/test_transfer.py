@@ -14,6 +14,7 @@ from lth_jax import config as config_lib
 from lth_jax import masks, models, pruning, rng, transfer
 from lth_jax import report as report_lib
 from lth_jax.regularizers_sp import add_l2_sp, l2_sp_penalty
+from lth_jax.train import Engine
 
 
 def _bits(x):
@@ -98,7 +99,7 @@ def test_frozen_params_unchanged_bit_for_bit(mode, k):
     p0 = model.init({"params": jax.random.PRNGKey(0)}, ds.train_x[:1])["params"]
     trainable = transfer.trainable_tree(p0, order, mode, k)
     tx = transfer.make_finetune_optimizer(opt, trainable, l2_sp=0.1)
-    eng = transfer.FinetuneEngine(
+    eng = Engine(
         model=model,
         dataset=ds,
         optimizer=opt,
@@ -111,8 +112,7 @@ def test_frozen_params_unchanged_bit_for_bit(mode, k):
     keys = jnp.stack([rng.derive(0, t, 0, "init") for t in range(2)])
     params, bs = eng.init(keys)
     start = jax.tree.map(np.array, params)
-    runs = eng.new_runs(params, bs, jax.vmap(masks.ones_like)(params), keys, keys)
-    runs, _, _ = eng.train(runs, 0)
+    runs = eng.fit(params, bs, jax.vmap(masks.ones_like)(params), keys, keys)
     flat = dict(masks.named_leaves(jax.tree.map(lambda a: a, trainable)))
     for path, after in masks.named_leaves(runs.params):
         before = dict(masks.named_leaves(start))[path]
@@ -184,7 +184,7 @@ def test_transferred_mask_keeps_its_zeros_on_the_target():
     assert bool(dense_head["head"]["kernel"].all())
 
     opt = _opt(weight_decay=0.1, name="adamw")
-    eng = transfer.FinetuneEngine(
+    eng = Engine(
         model=tgt_model,
         dataset=ds,
         optimizer=opt,
@@ -197,8 +197,7 @@ def test_transferred_mask_keeps_its_zeros_on_the_target():
     init, bs = eng.init(jax.random.PRNGKey(2)[None])
     params = transfer.load_params(init, jax.tree.map(lambda a: a[None], src))
     mask = jax.tree.map(lambda a: a[None], tmask)
-    runs = eng.new_runs(params, bs, mask, jax.random.PRNGKey(3)[None], jax.random.PRNGKey(4)[None])
-    runs, _, _ = eng.train(runs, 0)
+    runs = eng.fit(params, bs, mask, jax.random.PRNGKey(3)[None], jax.random.PRNGKey(4)[None])
     for (path, p), (_, m) in zip(masks.named_leaves(runs.params), masks.named_leaves(mask)):
         p, m = np.asarray(p), np.asarray(m)
         assert np.all(p[~m] == 0.0), path
@@ -207,10 +206,7 @@ def test_transferred_mask_keeps_its_zeros_on_the_target():
 
     # Another subset of the same size (the next trial) reuses the compiled program.
     other = eng.for_dataset(_toy_dataset(classes=3, seed=1))
-    runs2 = other.new_runs(
-        params, bs, mask, jax.random.PRNGKey(3)[None], jax.random.PRNGKey(4)[None]
-    )
-    runs2, _, _ = other.train(runs2, 0)
+    runs2 = other.fit(params, bs, mask, jax.random.PRNGKey(3)[None], jax.random.PRNGKey(4)[None])
     assert eng.compilations == 1
     assert not np.array_equal(runs2.params["head"]["bias"], runs.params["head"]["bias"])
 
@@ -244,12 +240,10 @@ def tiny_config(**overrides):
         "ticket_target",
         "random_mask",
     )
+    from lth_jax.checks import set_value
+
     for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        set_value(c, key, value)
     return c
 
 
@@ -314,7 +308,7 @@ def test_transfer_runs_end_to_end_and_resumes(tmp_path):
     assert by["random_mask"]["density"] == by["ticket_source"]["density"]
     report = open(os.path.join(wd, "report.md")).read()
     assert "pretraining (no dropout): pretrained - scratch" in report
-    assert transfer.is_transfer_workdir(wd)
+    assert report_lib.workdir_kind(wd) == "transfer"
     # `lth-jax report DIR` on a transfer workdir writes the transfer report.
     os.remove(os.path.join(wd, "report.md"))
     text = report_lib.write_report([wd])
@@ -377,7 +371,7 @@ def test_preset_runs_through_the_cli(name, tmp_path, monkeypatch, capsys):
     else:
         rc = cli.main(argv)
     assert rc == 0, capsys.readouterr().err
-    recs = transfer.load_records(workdir)
+    recs = report_lib.transfer.load_records(workdir)
     c = cli.load_config_file(path)
     assert {r["arm"] for r in recs} == set(c.transfer.arms)
     assert all(np.isfinite(r["final_test_accuracy"]) for r in recs)
