@@ -139,7 +139,7 @@ class Experiment:
         self.trials = np.arange(c.num_trials)
         rate = c.imp.prune_rate
         if c.imp.one_shot_density is not None:
-            rate = 1.0 - float(c.imp.one_shot_density)
+            rate = pruning.rate_for_density(1.0, float(c.imp.one_shot_density))
         scope = c.imp.scope
         self._prune = jax.jit(
             jax.vmap(lambda p, m: pruning.magnitude_prune(p, m, rate, scope, layer_rates))
