@@ -403,9 +403,9 @@ def python_loop(s, dataset, model, density=0.51):
     import optax
 
     from lth_jax import masks as masks_lib
-    from lth_jax import train
+    from lth_jax import optim, train
 
-    tx = train.make_optimizer(_optimizer())
+    tx = optim.make_optimizer(_optimizer())
     params, _ = _init_params(model, np.asarray(dataset.train_x[:1]))
     mask = _random_mask(params, density)
     params, opt_state = jax.jit(
@@ -481,11 +481,11 @@ def lenet(s, roof, compiles):
     # Engines: one trial on one device (masked, and unmasked), and K runs on all devices.
     eng_m = _make_engine(model, data, steps, steps, mesh_one)
     eng_u = _make_engine(model, data, steps, steps, mesh_one, tx=_unmasked_optimizer())
-    eng_u._data = eng_m._data  # the same arrays on the same device: one copy
+    eng_u.device_data = eng_m.device_data  # the same arrays on the same device: one copy
     eng_all = _make_engine(model, data, steps, steps, mesh_all)
     # The same K runs with unmasked plain SGD: how much of a step Adam and the mask cost.
     eng_sgd = _make_engine(model, data, steps, steps, mesh_all, tx=_unmasked_optimizer(name="sgd"))
-    eng_sgd._data = eng_all._data
+    eng_sgd.device_data = eng_all.device_data
     masked = _Timed(eng_m, 1).warm()
     unmasked = _Timed(eng_u, 1, density=None).warm()
     sgd_many = _Timed(eng_sgd, s.many, density=None).warm()
@@ -650,8 +650,7 @@ def imp(s, compiles):
     try:
         with tempfile.TemporaryDirectory() as workdir:
             records = lottery.run(c, workdir, overwrite=True, progress=False)
-            with open(os.path.join(workdir, wd.TIMING)) as f:
-                rounds = [json.loads(line)["wall_time_s"] for line in f if line.strip()]
+            rounds = [r["wall_time_s"] for r in wd.read_jsonl(os.path.join(workdir, wd.TIMING))]
     finally:
         data_lib.get_dataset = real
     total = time.perf_counter() - t
@@ -727,10 +726,10 @@ def _xla_step_flops(model, x, y):
     import jax
     import optax
 
-    from lth_jax import train
+    from lth_jax import optim, train
 
     variables = jax.eval_shape(lambda k: model.init({"params": k}, x[:1]), jax.random.PRNGKey(0))
-    tx = train.make_optimizer(_optimizer())
+    tx = optim.make_optimizer(_optimizer())
     opt_state = jax.eval_shape(tx.init, variables["params"])
 
     def step(variables, opt_state, x, y):

@@ -51,7 +51,7 @@ __all__ = ["dropout", "__version__", *_SUBMODULES]
 
 def __getattr__(name):
     if name == "dropout":
-        from lth_jax.dropouts import dropout
+        from lth_jax.dropouts import dropout  # lazy: `import lth_jax` stays cheap
 
         return dropout
     if name in _SUBMODULES:

@@ -21,8 +21,12 @@ Transfer uses the same functions under its own names, with its own inputs
 ``ticket`` (the source weights, with an all-ones mask or the source ticket's
 mask), ``scratch`` and ``ticket_source_reinit`` are ``reinit``.
 
-Adding an arm: write ``def my_arm(inputs): ...`` here and register it with
-``@register("my_arm")``; the config accepts every registered name.
+Adding an arm: write ``def my_arm(inputs): ...`` here, register it with
+``@register("my_arm")`` and, for IMP runs, add its name to :data:`LOTTERY_ARMS`
+(the names ``config.arms`` accepts). Transfer's own arms (``ticket_target``,
+an IMP run on the target, and the ``+dropout`` / ``+l2sp`` modifiers, which
+change training rather than the starting point) stay in
+:mod:`lth_jax.transfer`.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class _Store:
                 cleanup_tmp_directories=True,
             ),
         )
-        if jax.process_index() == 0:
+        if parallel.is_main():
             for name in os.listdir(self.directory):
                 if name.endswith(_DELETING):
                     shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
@@ -167,7 +167,7 @@ class _Store:
 
     def delete(self, step: int) -> None:
         """Removes a checkpoint: renamed first (atomic), then deleted."""
-        if jax.process_index() == 0:
+        if parallel.is_main():
             src = os.path.join(self.directory, str(step))
             if os.path.isdir(src):
                 dst = src + _DELETING
@@ -181,7 +181,7 @@ class _Store:
         while os.path.exists(f"{src}.corrupt-{n}"):
             n += 1
         dst = f"{src}.corrupt-{n}"
-        if jax.process_index() == 0:
+        if parallel.is_main():
             os.replace(src, dst)
         self._mgr.close()
         self._open()

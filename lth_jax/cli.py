@@ -52,12 +52,20 @@ same command to resume); 1 anything else (with a traceback).
 
 from __future__ import annotations
 
+import argparse
 import ast
+import difflib
+import importlib.util
 import os
 import re
 import sys
 
-from lth_jax import checks, kinds, parallel, report
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+from ml_collections.config_flags import config_path, tuple_parser
+
+from lth_jax import checks, kinds, report
 from lth_jax.checks import ConfigError
 
 USAGE = (
@@ -94,10 +102,6 @@ def load_config_file(spec: str):
       UsageError: the file is missing, fails to import, has no ``get_config`` or
         that does not return a config.
     """
-    import importlib.util
-
-    import ml_collections
-
     path, sep, arg = spec.partition(":")
     if not path:
         raise UsageError("--config needs a file name")
@@ -175,10 +179,6 @@ def _is_block(value) -> bool:
 
 def _check_override_keys(config, argv: list[str]) -> None:
     """Every ``--config.KEY`` names a key of ``config`` (``--noconfig.KEY`` a boolean one)."""
-    import difflib
-
-    from ml_collections.config_flags import config_path
-
     for arg in argv:
         m = _OVERRIDE.match(arg)
         if not m:
@@ -217,9 +217,6 @@ def _word(text: str):
 
 def _explained(inner):
     """``inner`` (an absl parser) with errors saying what the key takes."""
-    from absl import flags
-    from ml_collections.config_flags import tuple_parser
-
     if isinstance(inner, flags.BooleanParser):
         expect = "must be true or false"
     elif isinstance(inner, flags.IntegerParser):
@@ -269,9 +266,6 @@ def parse_run_args(argv):
     Raises:
       UsageError: any bad argument (the message is one line).
     """
-    from absl import flags
-    from ml_collections import config_flags
-
     from lth_jax.config import default_config  # here: `lth-jax report` never imports JAX
 
     argv = list(argv)
@@ -311,15 +305,15 @@ def parse_run_args(argv):
 
 
 def _run(argv) -> int:
+    from lth_jax import parallel  # here: `lth-jax report` never imports JAX
+
     config, workdir, overwrite = parse_run_args(argv)
     parallel.configure_host_devices()
     k = kinds.get(config.get("kind", "lottery"))
     k.validate(config)
     parallel.initialize_distributed()
-    import jax
-
     k.run(config, workdir, overwrite=overwrite)
-    if jax.process_index() == 0:
+    if parallel.is_main():
         text = k.report(workdir)
         print(text)
         print(f"wrote {os.path.join(workdir, 'metrics.jsonl')}, report.md and report.png")
@@ -327,8 +321,6 @@ def _run(argv) -> int:
 
 
 def _report(argv) -> int:
-    import argparse
-
     p = argparse.ArgumentParser(prog="lth-jax report", exit_on_error=False, add_help=False)
     p.add_argument("dirs", nargs="+")
     p.add_argument("--out", default=None)

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import math
 import re
 from collections.abc import Mapping
 
 import ml_collections
 
-from lth_jax import checks, data, models
+from lth_jax import arms, checks, data, models
+from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
 from lth_jax.optim import OPTIMIZERS, SCHEDULES
 from lth_jax.pruning import SCOPES
@@ -214,10 +214,6 @@ def model_kwargs(config) -> dict:
 # ----------------------------------------------------------------------------- old config.json
 
 
-def _json_defaults() -> dict:
-    return json.loads(base_config().to_json(sort_keys=True))
-
-
 def upgrade_json(saved: dict) -> dict:
     """A ``config.json`` written before the current layout, in the current layout.
 
@@ -238,7 +234,7 @@ def upgrade_json(saved: dict) -> dict:
       ([['Conv_', 0.15], ['head', 0.1]], None, {'num_points': 11})
     """
     out = copy.deepcopy(saved)
-    defaults = _json_defaults()
+    defaults = wd.config_to_json(base_config())
     imp = out.get("imp")
     if isinstance(imp, dict) and isinstance(imp.get("layer_rates"), Mapping):
         imp["layer_rates"] = [[p, r] for p, r in sorted(imp["layer_rates"].items())]
@@ -256,7 +252,7 @@ def upgrade_json(saved: dict) -> dict:
 # ----------------------------------------------------------------------------- validation
 
 KINDS = ("lottery", "instability")
-ARMS = ("ticket", "reinit", "random_mask")
+ARMS = arms.LOTTERY_ARMS
 REWINDS = ("weights", "lr", "finetune")
 
 
@@ -457,3 +453,26 @@ def validate(c) -> None:
     if value("checkpoint.max_to_keep") is not None:
         check(checks.integer, "checkpoint.max_to_keep", 2)
     check(checks.integer, "checkpoint.every_steps", 0)
+
+
+def check_drift(workdir: str, config, base=None, growable=("imp.rounds",)) -> None:
+    """Refuses ``workdir`` if it holds a run of a config whose results would differ.
+
+    :func:`lth_jax.workdir.check_config_drift` with this module's rules: the
+    keys of :data:`HARMLESS_KEYS` may differ, ``config.json`` files of older
+    versions are upgraded first (:func:`upgrade_json`), a key one side lacks
+    counts only when the other side's value is not its default in ``base``
+    (default :func:`base_config`), and the keys in ``growable`` may grow
+    (``imp.rounds``: the run is extended).
+
+    Raises:
+      ConfigError: naming the differing keys, with both values.
+    """
+    wd.check_config_drift(
+        workdir,
+        wd.config_to_json(config),
+        defaults=wd.config_to_json(base_config() if base is None else base),
+        harmless=HARMLESS_KEYS,
+        growable=growable,
+        upgrade=upgrade_json,
+    )

@@ -52,7 +52,7 @@ import numpy as np
 
 from lth_jax import checkpoint as ckpt_lib
 from lth_jax import config as config_lib
-from lth_jax import lottery
+from lth_jax import lottery, parallel
 from lth_jax import workdir as wd
 
 __all__ = ["run", "interpolate", "barrier", "interpolation_errors", "train_copies"]
@@ -95,7 +95,7 @@ def interpolation_errors(engine, params_a, bs_a, params_b, bs_b, alphas):
 def train_copies(exp: lottery.Experiment, state, round_: int):
     """Trains the two copies of one round; returns ``((params_a, bs_a), (params_b, bs_b))``."""
     t = len(exp.trials)
-    twice = lambda tree: jax.tree.map(lambda a: jnp.concatenate([a, a], axis=0), tree)
+    twice = lambda tree: parallel.concat_runs([tree, tree])
     keys = lambda kind: jnp.concatenate(
         [exp.keys(round_, f"instability_{kind}_{c}") for c in ("a", "b")], axis=0
     )
@@ -109,7 +109,7 @@ def train_copies(exp: lottery.Experiment, state, round_: int):
         exp.config.imp.rewind_step,
         desc=f"round {round_} copies",
     )
-    part = lambda tree, j: jax.tree.map(lambda a: a[j * t : (j + 1) * t], tree)
+    part = lambda tree, j: parallel.take_runs(tree, j * t, (j + 1) * t)
     return (
         (part(out.params, 0), part(out.batch_stats, 0)),
         (part(out.params, 1), part(out.batch_stats, 1)),
@@ -158,7 +158,7 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
         cached = {(r["round"], r["trial"]): r for r in wd.read_jsonl(cache_path)}
     trials = range(config.num_trials)
     todo = [r for r in range(config.imp.rounds + 1) if any((r, t) not in cached for t in trials)]
-    is_main = jax.process_index() == 0
+    is_main = parallel.is_main()
     if todo:
         exp = lottery.Experiment(config, progress=progress)
         ck = ckpt_lib.RoundCheckpointer(os.path.join(workdir, "checkpoints"))

@@ -51,27 +51,10 @@ from lth_jax import workdir as wd
 from lth_jax.curves import curve_fields
 from lth_jax.train import Engine
 
-__all__ = ["run", "Experiment", "check_drift"]
+__all__ = ["run", "Experiment"]
 
 #: What ``--overwrite`` deletes in a lottery workdir (lth-jax's own files only).
 OWNED = (wd.METRICS, wd.CONFIG, wd.TIMING, "checkpoints", *wd.REPORT_FILES)
-
-
-def check_drift(workdir: str, config, growable=("imp.rounds",)) -> None:
-    """Refuses ``workdir`` if it holds a run of a config with other results.
-
-    See :func:`lth_jax.workdir.check_config_drift`; the keys of
-    :data:`lth_jax.config.HARMLESS_KEYS` may differ, and ``imp.rounds`` may
-    grow (the run is extended) unless ``growable`` says otherwise.
-    """
-    wd.check_config_drift(
-        workdir,
-        wd.config_to_json(config),
-        defaults=wd.config_to_json(config_lib.base_config()),
-        harmless=config_lib.HARMLESS_KEYS,
-        growable=growable,
-        upgrade=config_lib.upgrade_json,
-    )
 
 
 def _layer_rates(config):
@@ -306,9 +289,9 @@ def run(
     config_lib.validate(config)
     wd.check_path(workdir)
     if not overwrite:
-        check_drift(workdir, config)
+        config_lib.check_drift(workdir, config)
     exp = Experiment(config, progress=progress)  # checks that need the data and the model
-    is_main = jax.process_index() == 0
+    is_main = parallel.is_main()
     wd.prepare(workdir, overwrite, OWNED, is_main)
     parallel.barrier("lth_jax workdir ready")
     if is_main:
@@ -319,7 +302,7 @@ def run(
 
 def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[dict]:
     config = exp.config
-    is_main = jax.process_index() == 0
+    is_main = parallel.is_main()
     metrics_path = os.path.join(workdir, wd.METRICS)
     ck = ckpt_lib.RoundCheckpointer(
         os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep

@@ -33,7 +33,11 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
     "configure_host_devices",
@@ -47,6 +51,8 @@ __all__ = [
     "take_runs",
     "pad_runs",
     "to_host",
+    "is_main",
+    "barrier",
 ]
 
 _FLAG = "--xla_force_host_platform_device_count"
@@ -91,7 +97,6 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     that compile in less than a second are not stored (JAX's default
     threshold); the chunk programs of the engine are.
     """
-    import jax
 
     current = jax.config.jax_compilation_cache_dir
     if current and directory is None:
@@ -119,7 +124,6 @@ def initialize_distributed() -> bool:
 
     Returns ``True`` when ``jax.distributed.initialize`` was called.
     """
-    import jax
 
     if os.environ.get("LTH_JAX_DISTRIBUTED", "") == "auto":
         jax.distributed.initialize()
@@ -144,8 +148,6 @@ def make_mesh(num_devices: int = 0):
 
     Uses every process's devices in a multi-host run.
     """
-    import jax
-    from jax.sharding import AxisType, Mesh
 
     devices = jax.devices()
     if num_devices:
@@ -166,14 +168,12 @@ def sharding(mesh, replicate: bool = False):
     """The ``runs``-axis sharding of ``mesh`` (or the replicated one); ``None`` without a mesh."""
     if mesh is None:
         return None
-    from jax.sharding import NamedSharding, PartitionSpec
 
     return NamedSharding(mesh, PartitionSpec() if replicate else PartitionSpec("runs"))
 
 
 def shard(tree, mesh):
     """Places a run-batched tree on ``mesh`` (runs axis split over devices)."""
-    import jax
 
     s = sharding(mesh)
     return tree if s is None else jax.device_put(tree, s)
@@ -181,15 +181,12 @@ def shard(tree, mesh):
 
 def concat_runs(trees):
     """The trees concatenated along their leading (run) axis, leaf by leaf."""
-    import jax
-    import jax.numpy as jnp
 
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
 
 
 def take_runs(tree, start: int, stop: int):
     """Runs ``start`` to ``stop - 1`` of every leaf."""
-    import jax
 
     return jax.tree.map(lambda a: a[start:stop], tree)
 
@@ -200,8 +197,6 @@ def pad_runs(tree, multiple: int):
     Returns ``(padded_tree, n)`` with ``n`` the original number of runs; the
     padding repeats run 0.
     """
-    import jax
-    import jax.numpy as jnp
 
     n = jax.tree.leaves(tree)[0].shape[0]
     pad = (-n) % multiple
@@ -215,20 +210,19 @@ def pad_runs(tree, multiple: int):
 
 def to_host(tree):
     """Numpy copies of every leaf, gathered from all processes in a multi-host run."""
-    import jax
 
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
 
 
+def is_main() -> bool:
+    """Whether this is process 0 (the one that writes files and prints reports)."""
+    return jax.process_index() == 0
+
+
 def barrier(name: str) -> None:
     """Waits for every process of a multi-host run (a no-op in a single process)."""
-    import jax
 
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)

@@ -18,7 +18,8 @@ compiled program, and a new mask or a new round never recompiles.
 **The one call.** Runners use :meth:`Engine.fit` (train a batch of runs from
 given params, batch stats, masks and keys, from a start step, and get back the
 trained state, the curves and the failures), :meth:`Engine.init`,
-:meth:`Engine.evaluate` and :meth:`Engine.param_shapes`. ``fit`` pads the run
+:meth:`Engine.evaluate`, :meth:`Engine.param_shapes` and
+:meth:`Engine.for_dataset` (the same programs on another subset). ``fit`` pads the run
 batch to the devices, resumes from and writes mid-round checkpoints through
 its hooks, and returns host copies of the real runs only.
 
@@ -120,6 +121,12 @@ class Engine:
         :func:`lth_jax.transfer.make_finetune_optimizer` does. The learning
         rate still follows ``optimizer``'s schedule.
 
+    Attributes:
+      device_data: the data on the device(s), as the compiled programs take it:
+        ``{"train": (x, y), "val": (xs, ys, weights), "test": ...}`` (evaluation
+        splits in padded batches, :func:`lth_jax.data.eval_batches`). Engines of
+        the same shapes may share it.
+
     Example (one run of a small MLP; ``ds`` any object with the six arrays)::
 
         engine = Engine(model, ds, config.optimizer, steps=1000, batch_size=100, eval_every=100)
@@ -156,7 +163,7 @@ class Engine:
         replicated = parallel.sharding(self.mesh, replicate=True)
         put = (lambda a: jax.device_put(a, replicated)) if replicated is not None else jnp.asarray
         ebs = self.eval_batch_size
-        self._data = {
+        self.device_data = {
             "train": (put(ds.train_x), put(ds.train_y.astype(np.int32))),
             "val": tuple(
                 put(a) for a in pipeline.eval_batches(ds.val_x, ds.val_y.astype(np.int32), ebs)
@@ -229,14 +236,14 @@ class Engine:
         """One call of the compiled chunk program: ``eval_every`` steps from ``start``, then
         evaluation. ``runs`` is donated; ``fixed_lr_step`` is an int32 (-1: follow the schedule).
         Returns ``(runs, (train_loss, val_loss, val_acc, test_loss, test_acc))``, per run."""
-        return self._chunk(runs, jnp.int32(start), fixed_lr_step, self._data)
+        return self._chunk(runs, jnp.int32(start), fixed_lr_step, self.device_data)
 
     def lower(self, params, batch_stats, mask, data_keys, dropout_keys):
         """The chunk program lowered for runs like these (``.compile()`` it to time compilation)."""
         runs = self.new_runs(
             *pad_runs((params, batch_stats, mask, data_keys, dropout_keys), self.num_shards())[0]
         )
-        return self._chunk.lower(runs, jnp.int32(0), jnp.int32(-1), self._data)
+        return self._chunk.lower(runs, jnp.int32(0), jnp.int32(-1), self.device_data)
 
     def param_shapes(self):
         """``jax.ShapeDtypeStruct`` s of one run's params (no computation)."""
@@ -250,7 +257,7 @@ class Engine:
         """
         if self._evaluate_runs is None:
             self._evaluate_runs = jax.jit(jax.vmap(self._evaluate, in_axes=(0, 0, None)))
-        return self._evaluate_runs(params, batch_stats, self._data[split])
+        return self._evaluate_runs(params, batch_stats, self.device_data[split])
 
     def for_dataset(self, dataset) -> Engine:
         """The same engine on another dataset, reusing the compiled programs when shapes match.
@@ -260,7 +267,7 @@ class Engine:
         new compilation.
         """
         other = dataclasses.replace(self, dataset=dataset)
-        same = jax.tree.map(np.shape, other._data) == jax.tree.map(np.shape, self._data)
+        same = jax.tree.map(np.shape, other.device_data) == jax.tree.map(np.shape, self.device_data)
         if same and other.n_train == self.n_train:
             other._chunk, other._init, other._new_runs = self._chunk, self._init, self._new_runs
         return other

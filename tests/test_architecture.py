@@ -141,6 +141,39 @@ def test_config_and_report_import_no_runner():
         assert not reach(m) & runners, (m, sorted(reach(m) & runners))
 
 
+#: Layers, top to bottom (the README's map): a module imports its own layer or lower ones.
+LAYERS = [
+    ("command", ["lth_jax.cli", "lth_jax.kinds"]),
+    ("runners", ["lth_jax.lottery", "lth_jax.instability", "lth_jax.transfer"]),
+    ("configs", ["lth_jax.config", "lth_jax.transfer.config"]),
+    ("arms", ["lth_jax.arms"]),
+    ("engine and reports", ["lth_jax.train", "lth_jax.loop", "lth_jax.optim", "lth_jax.curves"]),
+    ("files", ["lth_jax.workdir", "lth_jax.checkpoint"]),
+]
+
+
+def _layer(module: str) -> int:
+    """The rank of ``module``'s layer (0 = top); everything unlisted is a primitive."""
+    if module == "lth_jax.transfer.runner":
+        return 1
+    if module.startswith("lth_jax.report"):
+        return 4
+    for rank, (_, names) in enumerate(LAYERS):
+        if module in names:
+            return rank
+    return len(LAYERS)
+
+
+def test_imports_go_down_the_layers():
+    up = sorted(
+        f"{m} ({_layer(m)}) -> {t} ({_layer(t)})"
+        for m, p in MODULES.items()
+        for t, _ in _imports(m, p)
+        if _layer(t) < _layer(m)
+    )
+    assert not up, up
+
+
 def test_the_cycle_check_can_fail():
     assert _cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None

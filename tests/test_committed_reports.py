@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 
+import matplotlib
 import pytest
 
 from lth_jax import cli
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "results")
+
+#: The matplotlib version the committed figures were drawn with.
+FIGURES_DRAWN_WITH = "3.11.2"
 
 #: report folder -> the workdirs ``lth-jax report`` was run on.
 REPORTS = {
@@ -31,3 +35,10 @@ def test_committed_report_regenerates(folder, tmp_path, capsys):
     with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
         got = f.read()
     assert got == want
+    # The figures too, byte for byte, with the matplotlib that drew the committed ones
+    # (another version may place a pixel differently; the markdown above still must match).
+    if matplotlib.__version__ == FIGURES_DRAWN_WITH:
+        with open(os.path.join(RESULTS, folder, "report.png"), "rb") as f:
+            want_png = f.read()
+        with open(os.path.join(out, "report.png"), "rb") as f:
+            assert f.read() == want_png

@@ -325,13 +325,13 @@ def test_config_drift_check_unit(tmp_path):
     saved["progress"] = True  # harmless keys
     saved["checkpoint"]["max_to_keep"] = 3
     workdir.write_json_atomic(str(tmp_path / "config.json"), saved)
-    lottery.check_drift(str(tmp_path), c)  # accepted
+    config_lib.check_drift(str(tmp_path), c)  # accepted
     c.imp.prune_rate = 0.3
     with pytest.raises(ValueError, match=r"imp\.prune_rate \(0\.2 -> 0\.3\)"):
-        lottery.check_drift(str(tmp_path), c)
+        config_lib.check_drift(str(tmp_path), c)
     (tmp_path / "config.json").write_text("{garbled")
     with pytest.raises(ValueError, match="config.json cannot be read"):
-        lottery.check_drift(str(tmp_path), _tiny())
+        config_lib.check_drift(str(tmp_path), _tiny())
 
 
 def test_overwrite_discards_the_previous_run(tmp_path):

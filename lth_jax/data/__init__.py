@@ -19,7 +19,8 @@ Offline use and the ``download`` argument are described in
 
 In JAX (jittable, usable inside ``lax.scan`` with the data on device), from
 :mod:`lth_jax.data.pipeline`: :func:`steps_per_epoch`,
-:func:`epoch_permutation`, :func:`batch_indices`, :func:`step_indices`,
+:func:`permutation`, :func:`epoch_permutation`, :func:`batch_indices`,
+:func:`step_indices`, :func:`eval_batches`,
 :func:`random_crop_flip`, :func:`crop_flip`.
 """
 
@@ -30,6 +31,8 @@ from lth_jax.data.pipeline import (
     batch_indices,
     crop_flip,
     epoch_permutation,
+    eval_batches,
+    permutation,
     random_crop_flip,
     step_indices,
     steps_per_epoch,
@@ -51,9 +54,11 @@ __all__ = [
     "crop_flip",
     "default_data_dir",
     "epoch_permutation",
+    "eval_batches",
     "get_dataset",
     "get_spec",
     "load",
+    "permutation",
     "random_crop_flip",
     "step_indices",
     "steps_per_epoch",

@@ -101,7 +101,7 @@ def plot_report(
 ) -> str:
     """Draw the report figure for ``series = [(label, rows), ...]`` into ``path``.
 
-    One series is one workdir (``rows`` from :func:`summarize`). With one
+    One series is one workdir (``rows`` from :func:`lth_jax.report.lottery.summarize`). With one
     series, lines are labelled by arm; with several, ``<label>:<arm>``, colour
     by arm and marker/line style by series. Panels: final test accuracy, test
     accuracy at early stop, early-stop step and, when some row has one, the

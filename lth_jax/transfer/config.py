@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from lth_jax import checks, data
 from lth_jax import config as config_lib
-from lth_jax import data
+from lth_jax.checks import ConfigError
 from lth_jax.transfer.surgery import TRAINABLE, head_is_new
 
 __all__ = [
@@ -232,28 +233,16 @@ def validate(config) -> None:
     except config_lib.ConfigError as e:
         raise _target_error(e) from None
 
-    if f.trainable not in TRAINABLE:
-        raise config_lib.ConfigError(
-            f"finetune.trainable must be one of {', '.join(TRAINABLE)}; got {f.trainable!r}"
-        )
-    k = f.freeze_layers
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise config_lib.ConfigError(f"finetune.freeze_layers must be an integer >= 0, got {k!r}")
+    checks.choice(f.trainable, "finetune.trainable", TRAINABLE, error=ConfigError)
+    k = checks.integer(f.freeze_layers, "finetune.freeze_layers", 0, error=ConfigError)
     if f.trainable == "all_but_first" and k < 1:
         raise config_lib.ConfigError(
             "finetune.freeze_layers must be >= 1 with finetune.trainable='all_but_first', got 0"
         )
-    if not isinstance(f.reuse_head, bool):
-        raise config_lib.ConfigError(
-            f"finetune.reuse_head must be true or false, got {f.reuse_head!r}"
-        )
+    checks.boolean(f.reuse_head, "finetune.reuse_head", error=ConfigError)
     for key in ("dropout", "input_dropout"):
-        v = f[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v < 1.0:
-            raise config_lib.ConfigError(f"finetune.{key} must be a number in [0, 1), got {v!r}")
-    sp = f.l2_sp
-    if isinstance(sp, bool) or not isinstance(sp, int | float) or not 0.0 <= sp < math.inf:
-        raise config_lib.ConfigError(f"finetune.l2_sp must be a finite number >= 0, got {sp!r}")
+        checks.number(f[key], f"finetune.{key}", 0, 1, error=ConfigError)
+    sp = checks.number(f.l2_sp, "finetune.l2_sp", 0, math.inf, error=ConfigError)
     if sp == 0 and any("l2sp" in mods for _, mods in parsed):
         raise config_lib.ConfigError("finetune.l2_sp must be > 0 for an arm with +l2sp, got 0")
     if f.reuse_head and tc.pretrained_workdir is None:
@@ -261,15 +250,8 @@ def validate(config) -> None:
         n_src = count(config.dataset.name, config.dataset.classes)
         n_tgt = count(t.name, t.classes)
         head_is_new(n_src, n_tgt, reuse_head=True)  # raises on different counts
-    if tc.ticket_head not in TICKET_HEADS:
-        raise config_lib.ConfigError(
-            f"transfer.ticket_head must be one of {', '.join(TICKET_HEADS)}; got {tc.ticket_head!r}"
-        )
-    r = tc.pretrained_round
-    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-        raise config_lib.ConfigError(
-            f"transfer.pretrained_round must be an integer >= 0, got {r!r}"
-        )
+    checks.choice(tc.ticket_head, "transfer.ticket_head", TICKET_HEADS, error=ConfigError)
+    r = checks.integer(tc.pretrained_round, "transfer.pretrained_round", 0, error=ConfigError)
     if tc.pretrained_workdir is None and r > int(source_config(config).imp.rounds):
         raise config_lib.ConfigError(
             f"transfer.pretrained_round={r} is past the source's last round "

@@ -36,6 +36,7 @@ from lth_jax.transfer.config import (
     parse_arm,
     source_config,
     target_lottery_config,
+    transfer_config,
     validate,
 )
 from lth_jax.transfer.surgery import (
@@ -420,8 +421,8 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
     validate(config)
     wd.check_path(workdir)
     if not overwrite:
-        lottery.check_drift(workdir, config, growable=())
-    is_main = jax.process_index() == 0
+        config_lib.check_drift(workdir, config, base=transfer_config(), growable=())
+    is_main = parallel.is_main()
     wd.prepare(workdir, overwrite, OWNED, is_main)
     prog = bool(config.progress) if progress is None else progress
     if is_main:
