@@ -19,15 +19,19 @@ Guarantees:
   temporary directories are removed when the checkpointer opens.
 * Every checkpoint carries SHA-256 digests of its arrays and of its JSON; a
   checkpoint whose bytes changed (a flipped bit, a truncated or missing file)
-  is refused even where orbax itself would read it without complaint.
+  is refused even where orbax itself would read it without complaint, and so
+  is one whose digests are missing or unreadable: it is never read unchecked.
 * ``metrics.jsonl`` and ``config.json`` are rewritten whole (write to a
   temporary file, flush, fsync, ``os.replace``): they never hold a partial line.
 * If the newest checkpoint cannot be read, a warning names it, it is moved
   aside to ``<name>.corrupt-<n>`` (never deleted) and the previous one is used.
+  That one line is all a corrupt checkpoint prints: the reports of the reads
+  orbax leaves running when a restore fails are dropped (:func:`_quiet_orbax`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import hashlib
@@ -36,12 +40,15 @@ import logging
 import os
 import shutil
 import sys
+import time
+import traceback
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from lth_jax import parallel
 
@@ -82,17 +89,96 @@ def _json_digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def _stray_read(unraisable) -> bool:
+    """Whether an unraisable exception is tensorstore reporting a read to a closed loop.
+
+    Orbax restores in a fresh asyncio loop and closes it as soon as one read
+    fails; the reads still running finish later on tensorstore's threads, whose
+    callback ``loop.call_soon_threadsafe(..., <tensorstore.Future>, ...)`` then
+    raises ``RuntimeError('Event loop is closed')``. Tensorstore hands that to
+    ``sys.unraisablehook``, which prints a traceback for each read.
+    """
+    tb = unraisable.exc_traceback
+    if not isinstance(unraisable.exc_value, RuntimeError) or tb is None:
+        return False
+    frame = tb.tb_frame
+    if frame.f_code.co_name != "call_soon_threadsafe":
+        return False
+    loop = frame.f_locals.get("self")
+    args = frame.f_locals.get("args") or ()
+    return (
+        isinstance(loop, asyncio.AbstractEventLoop)
+        and loop.is_closed()
+        and any(isinstance(a, ts.Future) for a in args)
+    )
+
+
+def _ignore(*args, **kwargs) -> None:
+    """Stands in for ``call_soon_threadsafe`` of a loop a failed restore closed."""
+
+
+def _retire_loops(tb) -> None:
+    """Makes the loops a failed restore closed ignore the reads that finish later.
+
+    The loops are found in the frames of the restore's traceback that have
+    ended (orbax's, not its callers'). A closed loop only raises from
+    ``call_soon_threadsafe``, and only tensorstore's stray reads still call it,
+    possibly after the restore has returned: on these loops it does nothing
+    instead.
+    """
+    running, frame = set(), sys._getframe()
+    while frame is not None:
+        running.add(id(frame))
+        frame = frame.f_back
+    retired: list[Any] = []
+    while tb is not None:
+        if id(tb.tb_frame) not in running:
+            for value in tb.tb_frame.f_locals.values():
+                if (
+                    isinstance(value, asyncio.AbstractEventLoop)
+                    and value.is_closed()
+                    and not any(value is r for r in retired)
+                ):
+                    retired.append(value)
+                    with contextlib.suppress(AttributeError, TypeError):  # no instance __dict__
+                        value.call_soon_threadsafe = _ignore
+        tb = tb.tb_next
+
+
 @contextlib.contextmanager
 def _quiet_orbax():
-    """Keeps orbax/tensorstore/asyncio from logging tracebacks for a corrupt read."""
+    """Keeps orbax/tensorstore/asyncio from printing tracebacks for a corrupt read.
+
+    Within it, ``absl`` and ``asyncio`` log only critical messages and
+    ``sys.unraisablehook`` drops the reports of :func:`_stray_read`, passing
+    every other one on. If the restore fails, its closed loops are retired
+    (:func:`_retire_loops`), so reads that finish after it report nothing, and
+    the locals of its finished frames are cleared, so that the tasks it left
+    are collected here: asyncio logs "Task exception was never retrieved" when
+    such a task is collected.
+    """
     loggers = [logging.getLogger(n) for n in ("absl", "asyncio")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not _stray_read(unraisable):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
     try:
         yield
+    except BaseException as e:
+        _retire_loops(e.__traceback__)
+        time.sleep(0.01)  # lets a report that was under way when the loops were retired finish
+        traceback.clear_frames(e.__traceback__)
+        raise
     finally:
-        gc.collect()  # "Task exception was never retrieved" is logged when tasks are collected
+        gc.collect()
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
         for lg, lvl in zip(loggers, levels):
             lg.setLevel(lvl)
 
@@ -149,20 +235,30 @@ class _Store:
         self._mgr.wait_until_finished()
 
     def restore(self, step: int) -> tuple[Any, dict]:
-        has_digest = os.path.isdir(os.path.join(self.directory, str(step), "digest"))
-        items = dict(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-        if has_digest:
-            items["digest"] = ocp.args.JsonRestore()
+        """``(state, meta)`` of checkpoint ``step``, checked against its digests.
+
+        Raises:
+          CorruptCheckpointError: the digests are missing or the contents do not
+            match them (orbax errors, an unreadable digest among them, propagate).
+        """
+        if not os.path.isdir(os.path.join(self.directory, str(step), "digest")):
+            raise CorruptCheckpointError("it has no SHA-256 digest")
+        items = dict(
+            state=ocp.args.StandardRestore(),
+            meta=ocp.args.JsonRestore(),
+            digest=ocp.args.JsonRestore(),
+        )
         with _quiet_orbax():
             out = self._mgr.restore(step, args=ocp.args.Composite(**items))
         state = jax.tree.map(np.asarray, out["state"])
         meta = dict(out["meta"])
-        if has_digest:  # checkpoints written before digests existed are read unchecked
-            digest = dict(out["digest"])
-            if digest.get("state") != tree_digest(state):
-                raise CorruptCheckpointError("the arrays do not match their SHA-256 digest")
-            if digest.get("meta") != _json_digest(meta):
-                raise CorruptCheckpointError("the metadata does not match its SHA-256 digest")
+        digest = out["digest"]
+        if not isinstance(digest, dict):
+            raise CorruptCheckpointError("its SHA-256 digest is not a JSON object")
+        if digest.get("state") != tree_digest(state):
+            raise CorruptCheckpointError("the arrays do not match their SHA-256 digest")
+        if digest.get("meta") != _json_digest(meta):
+            raise CorruptCheckpointError("the metadata does not match its SHA-256 digest")
         return state, meta
 
     def delete(self, step: int) -> None:
@@ -220,8 +316,8 @@ class RoundCheckpointer:
         """``(state, meta)`` of ``round_`` (numpy arrays).
 
         Raises:
-          CorruptCheckpointError: the contents do not match their digests (orbax
-            errors propagate as they are).
+          CorruptCheckpointError: the digests are missing or the contents do not
+            match them (orbax errors propagate as they are).
         """
         state, meta = self._rounds.restore(round_)
         if int(meta.get("round", -1)) != round_:
