@@ -44,10 +44,28 @@ next to it. Four things are done here around it, because ``config_flags``
 * absl's errors (``flag --config.train.steps=abc: invalid literal for int()
   with base 10: 'abc'``) become the one line below, saying what the key takes.
 
-Exit status: 0 done; 2 bad input (one plain line on stderr, ``lth-jax: error:
-...``, naming the bad value and what is allowed; no traceback, no usage dump);
-130 stopped by SIGINT and 143 by SIGTERM (a checkpoint was saved first: run the
-same command to resume); 1 anything else (with a traceback).
+A config file is only Python run here: one that calls ``sys.exit()`` (while
+loading or in ``get_config``) is a bad config like one that raises.
+
+Exit status:
+
+* 0: done.
+* 2: bad input, with one plain line on stderr (``lth-jax: error: ...``) naming
+  the bad value and what is allowed; no traceback, no usage dump. Bad input is
+  a bad argument, config file or config value (``seed`` in ``[0, 2^32)``
+  included), an ``LTH_JAX_*`` multi-process variable
+  (:func:`lth_jax.parallel.initialize_distributed`), a dataset that cannot be
+  loaded here (a TFDS dataset without TensorFlow, or not available offline),
+  or a ``metrics.jsonl`` record of the wrong shape for ``report``. Input that
+  is checked before the run starts (all of the above, for the lottery and
+  instability kinds) leaves the workdir as it was.
+* 1: the run could not go on, with one line ``lth-jax: error: ...`` when the
+  reason is known (:class:`lth_jax.workdir.RunFailed`: the dense network
+  diverged in every trial, the disk is full, no multi-process coordinator
+  answered within ``LTH_JAX_COORDINATOR_TIMEOUT`` seconds), or a traceback for
+  anything unexpected.
+* 130 stopped by SIGINT and 143 by SIGTERM (a checkpoint was saved first: run
+  the same command to resume).
 """
 
 from __future__ import annotations
@@ -67,6 +85,7 @@ from ml_collections.config_flags import config_path, tuple_parser
 
 from lth_jax import checks, kinds, report
 from lth_jax.checks import ConfigError
+from lth_jax.workdir import RunFailed
 
 USAGE = (
     "usage: lth-jax run [--config FILE[:ARG]] --workdir DIR [--config.KEY=VALUE ...]"
@@ -77,6 +96,18 @@ USAGE = (
 
 class UsageError(Exception):
     """Bad command-line input (exit status 2)."""
+
+
+#: The command could not do its work, for a known reason that is not bad input:
+#: :func:`main` prints the message as one line and returns exit status 1.
+CommandFailed = RunFailed
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Raises :class:`UsageError` where argparse would print usage and exit."""
+
+    def error(self, message):
+        raise UsageError(message)
 
 
 class _Help(Exception):
@@ -90,6 +121,10 @@ def _one_line(text: str) -> str:
 def _short(e: BaseException) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+def _exit_arg(e: SystemExit) -> str:
+    return "" if e.code is None else repr(e.code)
 
 
 # ----------------------------------------------------------------------------- config files
@@ -118,6 +153,11 @@ def load_config_file(spec: str):
         module_spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - any failure is the file's
         raise UsageError(f"--config {path}: cannot be loaded ({_short(e)})") from None
+    except SystemExit as e:
+        raise UsageError(
+            f"--config {path}: calls sys.exit({_exit_arg(e)}) while loading; a config file "
+            "defines get_config() and returns a config"
+        ) from None
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
         raise UsageError(f"--config {path}: defines no get_config() function")
@@ -126,6 +166,11 @@ def load_config_file(spec: str):
     except Exception as e:  # noqa: BLE001
         call = f"get_config({arg!r})" if sep else "get_config()"
         raise UsageError(f"--config {path}: {call} failed ({_short(e)})") from None
+    except SystemExit as e:
+        call = f"get_config({arg!r})" if sep else "get_config()"
+        raise UsageError(
+            f"--config {path}: {call} calls sys.exit({_exit_arg(e)}) instead of returning a config"
+        ) from None
     if isinstance(config, dict):
         config = ml_collections.ConfigDict(config)
     if not isinstance(config, ml_collections.ConfigDict):
@@ -305,14 +350,20 @@ def parse_run_args(argv):
 
 
 def _run(argv) -> int:
-    from lth_jax import parallel  # here: `lth-jax report` never imports JAX
+    from lth_jax import data, parallel  # here: `lth-jax report` never imports JAX
 
     config, workdir, overwrite = parse_run_args(argv)
     parallel.configure_host_devices()
     k = kinds.get(config.get("kind", "lottery"))
     k.validate(config)
-    parallel.initialize_distributed()
-    k.run(config, workdir, overwrite=overwrite)
+    try:
+        parallel.initialize_distributed()
+    except parallel.DistributedStartError as e:
+        raise CommandFailed(str(e)) from None
+    try:
+        k.run(config, workdir, overwrite=overwrite)
+    except data.DatasetUnavailableError as e:  # a dataset the runner did not check first
+        raise UsageError(str(e)) from None
     if parallel.is_main():
         text = k.report(workdir)
         print(text)
@@ -321,17 +372,20 @@ def _run(argv) -> int:
 
 
 def _report(argv) -> int:
-    p = argparse.ArgumentParser(prog="lth-jax report", exit_on_error=False, add_help=False)
-    p.add_argument("dirs", nargs="+")
+    p = _ArgumentParser(prog="lth-jax report", exit_on_error=False, add_help=False)
+    p.add_argument("dirs", nargs="*")
     p.add_argument("--out", default=None)
+    usage = USAGE.splitlines()[1].strip()
     if any(a in ("-h", "--help") for a in argv):
         raise _Help()
     try:
         args, unknown = p.parse_known_args(argv)
-    except (argparse.ArgumentError, SystemExit) as e:
-        raise UsageError(str(e) if str(e) and str(e) != "2" else "report needs a DIR") from None
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from None
     if unknown:
-        raise UsageError(f"unexpected argument {unknown[0]!r}; {USAGE.splitlines()[1].strip()}")
+        raise UsageError(f"unexpected argument {unknown[0]!r}; {usage}")
+    if not args.dirs:
+        raise UsageError(f"report needs a DIR; {usage}")
     try:
         return report.main_report(args.dirs, out_dir=args.out)
     except (ValueError, OSError) as e:
@@ -358,6 +412,9 @@ def main(argv=None) -> int:
     except (UsageError, ConfigError) as e:
         print(f"lth-jax: error: {_one_line(str(e))}", file=sys.stderr, flush=True)
         return 2
+    except CommandFailed as e:
+        print(f"lth-jax: error: {_one_line(str(e))}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt as e:
         code = getattr(e, "exit_code", 130)
         msg = _one_line(str(e)) or "interrupted"

@@ -23,7 +23,10 @@ Three keys have a structure of their own:
   :func:`model_kwargs` gives those set, as keyword arguments for
   :func:`lth_jax.models.get`.
 * ``instability.num_points``: points on the interpolation path of the
-  ``instability`` kind (default 11).
+  ``instability`` kind (default 11); another kind leaves the block as it is.
+
+``seed`` and ``seed + num_trials - 1`` (a transfer trial t seeds with seed + t)
+are in ``[0, 2^32)``: JAX keys hold 32-bit seeds (:data:`lth_jax.rng.SEED_LIMIT`).
 
 ``config.json`` files written before these keys were declared hold
 ``imp.layer_rates`` as a ``{regex: rate}`` object and only the
@@ -40,7 +43,7 @@ from collections.abc import Mapping
 
 import ml_collections
 
-from lth_jax import arms, checks, data, models
+from lth_jax import arms, checks, data, models, rng
 from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
 from lth_jax.optim import OPTIMIZERS, SCHEDULES
@@ -362,9 +365,13 @@ def validate(c) -> None:
         return fn(value(key), key, *args, error=ConfigError, **kwargs)
 
     inf = math.inf
-    check(checks.choice, "kind", KINDS)
-    check(checks.integer, "seed", 0)
-    check(checks.integer, "num_trials", 1)
+    kind = check(checks.choice, "kind", KINDS)
+    seed, top = value("seed"), rng.SEED_LIMIT - 1
+    if not checks.is_int(seed) or not 0 <= seed <= top:
+        raise ConfigError(f"seed must be an integer in [0, {top}] (2^32 - 1), got {seed!r}")
+    trials = check(checks.integer, "num_trials", 1)
+    if seed + trials - 1 > top:  # a transfer trial t seeds its data with seed + t
+        raise ConfigError(f"seed + num_trials - 1 must be <= {top}, got {seed} + {trials} - 1")
     check(checks.integer, "num_devices", 0)
     check(checks.boolean, "progress")
     arms = value("arms")
@@ -450,12 +457,24 @@ def validate(c) -> None:
         if rounds != 1:
             raise ConfigError(f"imp.one_shot_density needs imp.rounds=1, got {rounds}")
     check(checks.integer, "instability.num_points", 2)
+    for key, default in checks.flatten(base_config().instability, "instability.").items():
+        if kind != "instability" and value(key) != default:
+            raise ConfigError(
+                f"{key}={value(key)!r} is read only by kind 'instability': set "
+                f"--config.kind=instability, or leave {key} at its default {default!r}"
+            )
     if value("checkpoint.max_to_keep") is not None:
         check(checks.integer, "checkpoint.max_to_keep", 2)
     check(checks.integer, "checkpoint.every_steps", 0)
 
 
-def check_drift(workdir: str, config, base=None, growable=("imp.rounds",)) -> None:
+def check_drift(
+    workdir: str,
+    config,
+    base=None,
+    growable=("imp.rounds",),
+    results=("metrics.jsonl", "checkpoints"),
+) -> None:
     """Refuses ``workdir`` if it holds a run of a config whose results would differ.
 
     :func:`lth_jax.workdir.check_config_drift` with this module's rules: the
@@ -463,7 +482,8 @@ def check_drift(workdir: str, config, base=None, growable=("imp.rounds",)) -> No
     versions are upgraded first (:func:`upgrade_json`), a key one side lacks
     counts only when the other side's value is not its default in ``base``
     (default :func:`base_config`), and the keys in ``growable`` may grow
-    (``imp.rounds``: the run is extended).
+    (``imp.rounds``: the run is extended). A workdir with ``results`` but no
+    ``config.json`` is refused.
 
     Raises:
       ConfigError: naming the differing keys, with both values.
@@ -475,4 +495,5 @@ def check_drift(workdir: str, config, base=None, growable=("imp.rounds",)) -> No
         harmless=HARMLESS_KEYS,
         growable=growable,
         upgrade=upgrade_json,
+        results=results,
     )

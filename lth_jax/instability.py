@@ -148,22 +148,33 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
             f"{config.imp.rounds + 1} for kind 'instability' (every round is read back), "
             f"got {keep}"
         )
+    is_main = parallel.is_main()
+    with wd.lock(workdir, is_main):
+        return _run(config, workdir, overwrite, progress, alphas, is_main)
+
+
+def _run(config, workdir, overwrite, progress, alphas, is_main):
     cache_path = os.path.join(workdir, INSTABILITY)
-    if overwrite and os.path.exists(cache_path):
-        os.remove(cache_path)
+    # The IMP run checks everything and, with overwrite, discards its own files first;
+    # the barriers of the discarded run go after it.
     records = lottery.run(config, workdir, overwrite=overwrite, progress=progress)
+    if overwrite and is_main and os.path.exists(cache_path):
+        os.remove(cache_path)
 
     cached = {}
     if os.path.exists(cache_path):
         cached = {(r["round"], r["trial"]): r for r in wd.read_jsonl(cache_path)}
-    trials = range(config.num_trials)
-    todo = [r for r in range(config.imp.rounds + 1) if any((r, t) not in cached for t in trials)]
-    is_main = parallel.is_main()
+    # Trials left out of a round (their dense network diverged) have no copies to train.
+    held = lambda r: sorted(
+        {int(x["trial"]) for x in records if x["round"] == r and x.get("status") != "skipped"}
+    )
+    todo = [r for r in range(config.imp.rounds + 1) if any((r, t) not in cached for t in held(r))]
     if todo:
         exp = lottery.Experiment(config, progress=progress)
         ck = ckpt_lib.RoundCheckpointer(os.path.join(workdir, "checkpoints"))
         try:
             for r in todo:
+                exp.trials = np.asarray(held(r))
                 state, _ = ck.restore(r)
                 for res in _round_results(exp, jax.tree.map(jnp.asarray, state), r, alphas):
                     cached[(r, res["trial"])] = res

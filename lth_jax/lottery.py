@@ -102,18 +102,28 @@ class Experiment:
             self.mesh = parallel.make_mesh(c.num_devices)
         except ValueError as e:
             raise config_lib.ConfigError(str(e)) from None
-        self.engine = Engine(
-            model=self.model,
-            dataset=self.dataset,
-            optimizer=c.optimizer,
-            steps=c.train.steps,
-            batch_size=c.train.batch_size,
-            eval_every=c.train.eval_every,
-            eval_batch_size=c.train.eval_batch_size,
-            augment=bool(c.dataset.augment),
-            mesh=self.mesh,
-            progress=c.progress if progress is None else progress,
-        )
+        try:  # the model is built on the data and one chunk of training is traced
+            self.engine = Engine(
+                model=self.model,
+                dataset=self.dataset,
+                optimizer=c.optimizer,
+                steps=c.train.steps,
+                batch_size=c.train.batch_size,
+                eval_every=c.train.eval_every,
+                eval_batch_size=c.train.eval_batch_size,
+                augment=bool(c.dataset.augment),
+                mesh=self.mesh,
+                progress=c.progress if progress is None else progress,
+            )
+            self.engine.check()
+        except Exception as e:  # noqa: BLE001 - a failure to trace: the model does not fit
+            what = f"{c.dataset.name} (inputs {self.dataset.train_x.shape[1:]})"
+            what += " with dataset.augment" if c.dataset.augment else ""
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise config_lib.ConfigError(
+                f"model {c.model.name} (model.kwargs {config_lib.model_kwargs(c)}) does not fit "
+                f"{what}: {first}"
+            ) from None
         layer_rates = _layer_rates(c)
         try:
             pruning.resolve_layer_rates(self.engine.param_shapes(), c.imp.prune_rate, layer_rates)
@@ -288,16 +298,23 @@ def run(
     """
     config_lib.validate(config)
     wd.check_path(workdir)
-    if not overwrite:
-        config_lib.check_drift(workdir, config)
-    exp = Experiment(config, progress=progress)  # checks that need the data and the model
+    wd.check_contents(workdir, OWNED)
     is_main = parallel.is_main()
-    wd.prepare(workdir, overwrite, OWNED, is_main)
-    parallel.barrier("lth_jax workdir ready")
-    if is_main:
-        wd.write_json_atomic(os.path.join(workdir, wd.CONFIG), wd.config_to_json(config))
-    with wd.SignalGuard(enabled=jax.process_count() == 1) as guard:
-        return _run_rounds(exp, workdir, guard)
+    with wd.lock(workdir, is_main):
+        if not overwrite:
+            config_lib.check_drift(workdir, config)
+        exp = Experiment(config, progress=progress)  # the data, the model, one traced chunk
+        wd.prepare(workdir, overwrite, OWNED, is_main)  # nothing is deleted before this
+        parallel.barrier("lth_jax workdir ready")
+        if is_main:
+            wd.write_json_atomic(os.path.join(workdir, wd.CONFIG), wd.config_to_json(config))
+        with wd.SignalGuard(enabled=jax.process_count() == 1) as guard:
+            try:
+                return _run_rounds(exp, workdir, guard)
+            except Exception as e:
+                if wd.is_disk_full(e) and not isinstance(e, wd.RunFailed):
+                    raise wd.disk_full(f"a checkpoint in {workdir}") from None
+                raise
 
 
 def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[dict]:
@@ -343,7 +360,9 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[di
             if r == 0:
                 state, recs = exp.dense_round(resume=resume, on_chunk=saver)
             else:
+                state = _drop_diverged(exp, state, records)
                 state, recs = exp.prune_round(state, r, resume=resume, on_chunk=saver)
+                recs = _with_skipped(exp, r, recs, records)
             old = [x for x in before if x.get("round") == r]
             if old and json.dumps(old, sort_keys=True) != json.dumps(recs, sort_keys=True):
                 wd.note(
@@ -354,14 +373,16 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[di
             ck.save(r, state, {"round": r, "records": records})
             ck.clear_partials()
             if is_main:
-                wd.write_jsonl_atomic(metrics_path, records)
+                wd.write_metrics(metrics_path, records, before)
                 wd.append_jsonl(
                     os.path.join(workdir, wd.TIMING),
                     {"round": r, "wall_time_s": round(time.perf_counter() - t0, 3)},
                 )
+            if r == 0:
+                _diverged(records)  # raises when every trial diverged: nothing to prune
             if guard.signum is not None and r < last:
                 raise wd.Interrupted(guard.signum, f"after round {r}")
-        failed = [x for x in records if x.get("status", "ok") != "ok"]
+        failed = [x for x in records if x.get("status") == "nan"]
         if failed:
             wd.note(
                 f"warning: {len(failed)} of {len(records)} runs stopped at a non-finite loss "
@@ -371,3 +392,64 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[di
     finally:
         ck.close()
     return records
+
+
+# ----------------------------------------------------------------------------- diverged trials
+
+
+def _diverged(records) -> dict[int, int]:
+    """``{trial: fail_step}`` of the trials whose dense network (round 0) diverged.
+
+    Raises:
+      RunFailed: every trial diverged (there is nothing meaningful to prune).
+    """
+    dense = [r for r in records if r["round"] == 0]
+    out = {int(r["trial"]): r.get("fail_step") for r in dense if r.get("status", "ok") != "ok"}
+    if dense and len(out) == len(dense):
+        steps = sorted({s for s in out.values() if s is not None})
+        raise wd.RunFailed(
+            f"the dense network diverged in every trial (non-finite training loss, from step "
+            f"{steps[0] if steps else '?'}): there is nothing to prune; lower "
+            "optimizer.learning_rate (or check the data) and run again with --overwrite"
+        )
+    return out
+
+
+def _drop_diverged(exp: Experiment, state, records):
+    """Leaves the trials whose dense network diverged out of later rounds (state and keys).
+
+    The other trials keep their own keys (derived from their trial number), so
+    their results are what they would be without the diverged ones.
+    """
+    diverged = _diverged(records)
+    alive = [int(t) for t in exp.trials if int(t) not in diverged]
+    if len(alive) == len(exp.trials):
+        return state
+    held = jax.tree.leaves(state["ticket"]["mask"])[0].shape[0]
+    if held == len(exp.trials):  # the state of round 0 holds every trial
+        idx = jnp.asarray([i for i, t in enumerate(exp.trials) if int(t) in alive])
+        state = {k: jax.tree.map(lambda a: a[idx], v) for k, v in state.items()}
+    exp.trials = np.asarray(alive)
+    return state
+
+
+def _with_skipped(exp: Experiment, round_: int, recs, records):
+    """``recs`` plus a record saying why for every arm of every trial left out."""
+    diverged = _diverged(records)
+    skipped = [
+        {
+            "round": round_,
+            "arm": arm,
+            "trial": t,
+            "status": "skipped",
+            "reason": f"the dense network of this trial diverged at step {step}; it is not pruned",
+            "density": None,
+            "final_test_accuracy": None,
+        }
+        for arm in exp.config.arms
+        for t, step in sorted(diverged.items())
+    ]
+    if not skipped:
+        return recs
+    order = {a: i for i, a in enumerate(exp.config.arms)}
+    return sorted(recs + skipped, key=lambda r: (order[r["arm"]], r["trial"]))

@@ -27,11 +27,18 @@ Across machines the engine uses JAX's own multi-host runtime:
 coordinator address, process count and process id from the environment
 (``LTH_JAX_COORDINATOR``, ``LTH_JAX_NUM_PROCESSES``, ``LTH_JAX_PROCESS_ID``) or
 lets JAX detect a cluster (SLURM, TPU pods) when ``LTH_JAX_DISTRIBUTED=auto``.
+It says on stderr what it waits for, and gives up after
+``LTH_JAX_COORDINATOR_TIMEOUT`` seconds (default 300).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import socket
+import sys
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -39,10 +46,15 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from lth_jax.checks import ConfigError
+
 __all__ = [
     "configure_host_devices",
     "enable_compilation_cache",
     "initialize_distributed",
+    "DistributedEnvError",
+    "DistributedStartError",
+    "COORDINATOR_TIMEOUT_S",
     "make_mesh",
     "num_shards",
     "sharding",
@@ -119,27 +131,167 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     return path
 
 
+#: Seconds to wait for the other processes when ``LTH_JAX_COORDINATOR_TIMEOUT`` is unset.
+COORDINATOR_TIMEOUT_S = 300.0
+#: JAX's own deadline is this much later than ours: JAX aborts the process at
+#: its deadline (a C++ check failure and a stack dump), so ours must come first.
+_JAX_DEADLINE_MARGIN_S = 30
+
+
+class DistributedEnvError(ConfigError):
+    """An ``LTH_JAX_*`` multi-process variable is missing or bad (bad input: exit status 2)."""
+
+
+class DistributedStartError(RuntimeError):
+    """The multi-process runtime did not start: nobody answered in time (exit status 1)."""
+
+
+def _env_int(name: str, lo: int, hi: int | None, what: str) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        raise DistributedEnvError(
+            f"{name} is not set; it must be {what} when LTH_JAX_COORDINATOR is set"
+        )
+    try:
+        v = int(raw.strip())
+    except ValueError:
+        v = None
+    if v is None or v < lo or (hi is not None and v >= hi):
+        raise DistributedEnvError(f"{name} must be {what}, got {raw!r}")
+    return v
+
+
+def _coordinator_timeout() -> float:
+    raw = os.environ.get("LTH_JAX_COORDINATOR_TIMEOUT", "").strip()
+    if not raw:
+        return COORDINATOR_TIMEOUT_S
+    try:
+        t = float(raw)
+    except ValueError:
+        t = math.nan
+    if not (math.isfinite(t) and t > 0):
+        raise DistributedEnvError(
+            f"LTH_JAX_COORDINATOR_TIMEOUT must be a number of seconds > 0, got {raw!r}"
+        )
+    return t
+
+
+def _host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.strip().rpartition(":")
+    host = host.strip("[]")  # [::1]:1234
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise DistributedEnvError(
+            f"LTH_JAX_COORDINATOR must be HOST:PORT (where process 0 listens), got {addr!r}"
+        )
+    return host, int(port)
+
+
+def _wait_for_port(host: str, port: int, deadline: float) -> bool:
+    """Whether ``host:port`` accepts a TCP connection before ``deadline``."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, left)):
+                return True
+        except OSError:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
+def _initialize(deadline: float, failure: str, **kwargs) -> None:
+    """``jax.distributed.initialize(**kwargs)``, given up at ``deadline`` with one line.
+
+    JAX ends the process itself at its own deadline (with a stack dump), from
+    native code that Python cannot catch; a watchdog thread ends it first, with
+    ``lth-jax: error: <failure>`` and exit status 1.
+    """
+    done = threading.Event()
+
+    def watchdog():
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            print(f"lth-jax: error: {failure}", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    threading.Thread(target=watchdog, name="lth_jax-distributed-watchdog", daemon=True).start()
+    left = math.ceil(max(1.0, deadline - time.monotonic()))
+    try:
+        jax.distributed.initialize(initialization_timeout=left + _JAX_DEADLINE_MARGIN_S, **kwargs)
+    except Exception as e:  # noqa: BLE001 - JAX's errors here are about the start-up
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise DistributedStartError(
+            f"jax.distributed.initialize failed: {lines[0] if lines else type(e).__name__}"
+        ) from None
+    finally:
+        done.set()
+
+
 def initialize_distributed() -> bool:
     """Starts JAX's multi-process runtime when the environment asks for it.
 
-    Returns ``True`` when ``jax.distributed.initialize`` was called.
-    """
+    ``LTH_JAX_DISTRIBUTED=auto``: JAX detects the cluster. Else, when
+    ``LTH_JAX_COORDINATOR`` is set (``HOST:PORT``, where process 0 runs the
+    coordinator): ``LTH_JAX_NUM_PROCESSES`` (an integer >= 1) and
+    ``LTH_JAX_PROCESS_ID`` (in ``[0, LTH_JAX_NUM_PROCESSES)``) must be set;
+    ``LTH_JAX_CPU_COLLECTIVES`` picks the CPU collectives (default ``gloo``).
+    One line on stderr says at once what this process waits for; after
+    ``LTH_JAX_COORDINATOR_TIMEOUT`` seconds (default :data:`COORDINATOR_TIMEOUT_S`)
+    without every process, it gives up: a process other than 0 raises
+    :class:`DistributedStartError` while nobody listens at the coordinator's
+    address; once the start-up is in JAX's hands, a watchdog prints
+    ``lth-jax: error: ...`` and ends the process with status 1 (JAX would
+    abort it with a stack dump).
 
-    if os.environ.get("LTH_JAX_DISTRIBUTED", "") == "auto":
-        jax.distributed.initialize()
-        return True
+    Returns ``True`` when ``jax.distributed.initialize`` was called.
+
+    Raises:
+      DistributedEnvError: a variable is missing or bad (one line naming it).
+      DistributedStartError: the runtime did not start in time.
+    """
+    auto = os.environ.get("LTH_JAX_DISTRIBUTED", "") == "auto"
     addr = os.environ.get("LTH_JAX_COORDINATOR")
-    if not addr:
+    if not auto and not addr:
         return False
-    if os.environ.get("LTH_JAX_CPU_COLLECTIVES", "gloo"):
-        jax.config.update(
-            "jax_cpu_collectives_implementation", os.environ.get("LTH_JAX_CPU_COLLECTIVES", "gloo")
-        )
-    jax.distributed.initialize(
-        coordinator_address=addr,
-        num_processes=int(os.environ["LTH_JAX_NUM_PROCESSES"]),
-        process_id=int(os.environ["LTH_JAX_PROCESS_ID"]),
+    timeout = _coordinator_timeout()
+    hint = f"gives up after {timeout:g} s, LTH_JAX_COORDINATOR_TIMEOUT"
+    if auto:
+        print(f"lth-jax: joining the cluster JAX detects ({hint})", file=sys.stderr, flush=True)
+        failure = f"the cluster JAX detected did not start within {timeout:g} s"
+        _initialize(time.monotonic() + timeout, failure)
+        return True
+    host, port = _host_port(addr)
+    n = _env_int("LTH_JAX_NUM_PROCESSES", 1, None, "an integer >= 1 (the number of processes)")
+    pid = _env_int(
+        "LTH_JAX_PROCESS_ID",
+        0,
+        n,
+        f"an integer in [0, {n}) (this process's index; LTH_JAX_NUM_PROCESSES={n})",
     )
+    collectives = os.environ.get("LTH_JAX_CPU_COLLECTIVES", "gloo")
+    if collectives:
+        try:
+            jax.config.update("jax_cpu_collectives_implementation", collectives)
+        except ValueError:
+            raise DistributedEnvError(
+                f"LTH_JAX_CPU_COLLECTIVES must be gloo, mpi or megascale, got {collectives!r}"
+            ) from None
+    deadline = time.monotonic() + timeout
+    who = f"process {pid} of {n}"
+    if pid == 0:
+        doing = f"running the coordinator at {addr}, waiting for the other processes"
+    else:
+        doing = f"waiting for the coordinator at {addr}"
+    print(f"lth-jax: {who}: {doing} ({hint})", file=sys.stderr, flush=True)
+    if pid != 0 and not _wait_for_port(host, port, deadline):
+        raise DistributedStartError(
+            f"{who}: no coordinator answered at {addr} within {timeout:g} s; start process 0 "
+            "there first, check the address, or raise LTH_JAX_COORDINATOR_TIMEOUT"
+        )
+    failure = (
+        f"{who}: the processes did not all join the coordinator at {addr} within {timeout:g} s "
+        "(check LTH_JAX_NUM_PROCESSES and that every process started; LTH_JAX_COORDINATOR_TIMEOUT)"
+    )
+    _initialize(deadline, failure, coordinator_address=addr, num_processes=n, process_id=pid)
     return True
 
 

@@ -9,6 +9,10 @@ dropout of step 517) can be re-created exactly without replaying the rest.
 Purposes are short strings such as ``"init"``, ``"data"``, ``"dropout"``,
 ``"reinit"``, ``"random_mask"``; their integer code is the CRC-32 of the
 UTF-8 bytes, which is stable across Python processes (unlike ``hash``).
+
+Integer seeds are in ``[0, 2^32)`` (:data:`SEED_LIMIT`): a key holds 32 bits
+of seed, and JAX would silently keep only the low ones of a larger seed (seed
+``2^32`` would give seed 0's run), so :func:`derive` refuses any other.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from __future__ import annotations
 import zlib
 
 import jax
+import numpy as np
 
-__all__ = ["derive", "purpose_code"]
+__all__ = ["SEED_LIMIT", "derive", "purpose_code"]
+
+#: Integer seeds are ``0 <= seed < SEED_LIMIT``.
+SEED_LIMIT = 2**32
 
 
 def purpose_code(purpose: str) -> int:
@@ -48,11 +56,16 @@ def derive(seed: int | jax.Array, trial=0, round=0, purpose: str = "init") -> ja
     Returns:
       A ``jax.random.PRNGKey``-style uint32 key.
 
+    Raises:
+      ValueError: an integer ``seed`` outside ``[0, 2^32)``.
+
     Example:
       >>> k = derive(0, trial=1, round=2, purpose="data")
       >>> bool((k == derive(0, 1, 2, "data")).all())
       True
     """
+    if isinstance(seed, int | np.integer) and not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"seed must be an integer in [0, 2^32), got {int(seed)}")
     root = jax.random.PRNGKey(seed) if _is_int(seed) else seed
     key = jax.random.fold_in(root, trial)
     key = jax.random.fold_in(key, round)

@@ -245,6 +245,19 @@ class Engine:
         )
         return self._chunk.lower(runs, jnp.int32(0), jnp.int32(-1), self.device_data)
 
+    def check(self) -> None:
+        """Traces one chunk of one run without computing it: raises if the model and the data
+        (its shapes, the augmentation) do not fit together. Costs a trace, not a compilation."""
+        key = jax.random.PRNGKey(0)
+
+        def one():
+            params, batch_stats = self._init_impl(key)
+            mask = masks_lib.ones_like(params)
+            run = self._new_runs_impl(params, batch_stats, mask, key, key)
+            return self._run_chunk(run, jnp.int32(0), jnp.int32(-1), self.device_data)
+
+        jax.eval_shape(one)
+
     def param_shapes(self):
         """``jax.ShapeDtypeStruct`` s of one run's params (no computation)."""
         return jax.eval_shape(self._init_impl, jax.random.PRNGKey(0))[0]

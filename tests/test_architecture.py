@@ -158,6 +158,8 @@ def _layer(module: str) -> int:
         return 1
     if module.startswith("lth_jax.report"):
         return 4
+    if module.startswith("lth_jax.workdir"):
+        return 5
     for rank, (_, names) in enumerate(LAYERS):
         if module in names:
             return rank

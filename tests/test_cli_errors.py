@@ -313,6 +313,7 @@ def test_overrides_parse_as_the_keys_types(tmp_path):
             "--config.model.kwargs.features=(64, 32)",
             "--config.model.kwargs.dropout=0.1",
             "--config.imp.layer_rates=(('Dense_1', 0.3), ('head', 0.1))",
+            "--config.kind=instability",  # the kind that reads instability.*
             "--config.instability.num_points=5",
             "--config.optimizer.learning_rate=1",
             "--config.dataset.classes=0,1,2",
@@ -326,7 +327,7 @@ def test_overrides_parse_as_the_keys_types(tmp_path):
     assert config.arms == ("ticket", "reinit")
     assert config_lib.model_kwargs(config) == {"features": (64, 32), "dropout": 0.1}
     assert config.imp.layer_rates == (("Dense_1", 0.3), ("head", 0.1))
-    assert config.instability.num_points == 5
+    assert config.kind == "instability" and config.instability.num_points == 5
     assert config.optimizer.learning_rate == 1.0
     assert config.dataset.classes == (0, 1, 2)
     assert config.progress is False and config.train.steps == 400

@@ -291,7 +291,8 @@ def test_transfer_runs_end_to_end_and_resumes(tmp_path):
     wd = str(tmp_path / "tr")
     recs = transfer.run(c, wd)
     assert sorted(os.listdir(wd)) == sorted(
-        ["config.json", "metrics.jsonl", "report.md", "report.png", "source", "target_imp"]
+        [".lth-jax.lock", "config.json", "metrics.jsonl", "report.md", "report.png", "source"]
+        + ["target_imp"]
     )
     by = {r["arm"]: r for r in recs}
     assert list(by) == list(c.transfer.arms)

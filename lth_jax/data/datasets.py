@@ -92,7 +92,8 @@ def load(
 
     Raises:
       ValueError: unknown ``name`` (the message lists the valid names).
-      ImportError: a TFDS dataset without TensorFlow installed.
+      TensorFlowMissingError: a TFDS dataset without TensorFlow installed
+        (an ``ImportError`` and a ``DatasetUnavailableError``).
       DatasetUnavailableError: a TFDS dataset that is not available offline.
 
     Example:

@@ -23,6 +23,7 @@ __all__ = [
     "DATASETS",
     "DatasetSpec",
     "DatasetUnavailableError",
+    "TensorFlowMissingError",
     "default_data_dir",
     "get_spec",
 ]
@@ -33,6 +34,15 @@ class DatasetUnavailableError(RuntimeError):
 
     The message names the dataset, the directories searched, the files to put
     where, and the command that prepares the dataset on a machine with network.
+    """
+
+
+class TensorFlowMissingError(DatasetUnavailableError, ImportError):
+    """A TFDS dataset was asked for and TensorFlow is not installed.
+
+    A :class:`DatasetUnavailableError` (the dataset cannot be loaded here, and
+    callers that handle that handle this too) and an ``ImportError`` (what it
+    was before).
     """
 
 

@@ -44,7 +44,12 @@ import urllib.request
 
 import numpy as np
 
-from lth_jax.data.registry import DatasetUnavailableError, get_spec, resolve_data_dir
+from lth_jax.data.registry import (
+    DatasetUnavailableError,
+    TensorFlowMissingError,
+    get_spec,
+    resolve_data_dir,
+)
 
 __all__ = ["load_tfds", "network_available", "expected_files"]
 
@@ -67,7 +72,7 @@ def _require_tensorflow(name: str):
     try:
         import tensorflow as tf
     except ImportError as e:
-        raise ImportError(TF_MISSING_MSG.format(name=name)) from e
+        raise TensorFlowMissingError(TF_MISSING_MSG.format(name=name)) from e
     try:
         tf.config.set_visible_devices([], "GPU")
     except (RuntimeError, ValueError):  # already initialized: leave it alone.
@@ -189,7 +194,8 @@ def load_tfds(
       ``(inputs, labels)``: float32 NHWC images in ``[0, 1]``, int32 labels.
 
     Raises:
-      ImportError: TensorFlow is not installed.
+      TensorFlowMissingError: TensorFlow is not installed (both an
+        ``ImportError`` and a ``DatasetUnavailableError``).
       DatasetUnavailableError: offline and no local copy or original files.
     """
     spec = get_spec(name)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from lth_jax.workdir import read_jsonl
 
 __all__ = [
     "METRICS_FILE",
     "CONFIG_FILE",
+    "FIELD_TYPES",
     "REPORT_MD",
     "REPORT_PNG",
     "read_records",
@@ -33,19 +34,43 @@ REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
 
 
-def read_records(path: str, required: Sequence[str] = ()) -> list[dict]:
+#: What a record's field may hold, for :func:`read_records`'s ``types``.
+FIELD_TYPES = {
+    "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "a string": lambda v: isinstance(v, str),
+}
+
+
+def read_records(
+    path: str, required: Sequence[str] = (), types: Mapping[str, str] | None = None
+) -> list[dict]:
     """The records of the JSON-lines file ``path``; each must hold the keys ``required``.
+
+    ``types`` maps a key to what its value must be, ``"an integer"`` or ``"a
+    string"`` (:data:`FIELD_TYPES`), where the record has the key; ``null`` is
+    allowed for a key that is not ``required``.
 
     Raises:
       ValueError: as :func:`lth_jax.workdir.read_jsonl` does (``<path>:<line>:
         malformed JSON line (...)``, ``<path>:<line>: expected a JSON object``),
-        and ``<path>:<line>: record has no '<key>'`` for a missing key.
+        ``<path>:<line>: record has no '<key>'`` for a missing key, and
+        ``<path>:<line>: record's '<key>' must be an integer, got [1]`` for a
+        value of the wrong type.
     """
     records = read_jsonl(path, missing_ok=True)
+    types = dict(types or {})
     for k, rec in enumerate(records):
         for key in required:
             if key not in rec:
                 raise ValueError(f"{path}:{_line_of_record(path, k)}: record has no {key!r}")
+        for key, want in types.items():
+            if key not in rec or (rec[key] is None and key not in required):
+                continue
+            if not FIELD_TYPES[want](rec[key]):
+                raise ValueError(
+                    f"{path}:{_line_of_record(path, k)}: record's {key!r} must be {want}, "
+                    f"got {json.dumps(rec[key])}"
+                )
     return records
 
 

@@ -95,11 +95,14 @@ def load_records(workdir: str | os.PathLike) -> list[dict]:
     ``workdir`` may also be the path of the ``.jsonl`` file itself. A final line
     that does not parse is ignored (a truncated write); a malformed line
     anywhere else, a line that is not a JSON object, or a record without
-    ``round`` or ``arm`` raises :class:`ValueError`. Raises :class:`ValueError`
-    too when the directory or the file is missing, or holds no record.
+    ``round`` or ``arm`` raises :class:`ValueError`, and so does a ``round``
+    or ``trial`` that is not an integer (``trial`` may be ``null``) or an
+    ``arm`` that is not a string. Raises :class:`ValueError` too when the
+    directory or the file is missing, or holds no record.
     """
     path = _metrics_path(workdir)
-    records = files.read_records(path, required=("round", "arm"))
+    types = {"round": "an integer", "arm": "a string", "trial": "an integer"}
+    records = files.read_records(path, required=("round", "arm"), types=types)
     if not records:
         raise ValueError(f"no metrics records in {path}")
     return records

@@ -36,11 +36,16 @@ __all__ = [
 
 
 def load_records(workdir: str) -> list[dict]:
-    """The records of a transfer workdir's ``metrics.jsonl`` (ValueError when none)."""
+    """The records of a transfer workdir's ``metrics.jsonl`` (ValueError when none).
+
+    ``size_index`` and ``trial`` must be integers and ``arm`` a string where
+    present (:class:`ValueError` naming the file and line).
+    """
     path = os.path.join(os.fspath(workdir), files.METRICS_FILE)
     if not os.path.isfile(path):
         raise ValueError(f"no {files.METRICS_FILE} in experiment directory: {workdir}")
-    recs = [r for r in files.read_records(path) if "size_index" in r and "arm" in r]
+    types = {"size_index": "an integer", "arm": "a string", "trial": "an integer"}
+    recs = [r for r in files.read_records(path, types=types) if "size_index" in r and "arm" in r]
     if not recs:
         raise ValueError(f"no transfer records in {path}")
     return recs

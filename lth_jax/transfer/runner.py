@@ -54,6 +54,8 @@ SOURCE_DIR = "source"
 TARGET_IMP_DIR = "target_imp"
 #: What ``--overwrite`` deletes in a transfer workdir (lth-jax's own files only).
 OWNED = (wd.METRICS, wd.CONFIG, *wd.REPORT_FILES, SOURCE_DIR, TARGET_IMP_DIR)
+#: What holds results (a workdir with any of them but no config.json is refused).
+RESULTS = (wd.METRICS, SOURCE_DIR, TARGET_IMP_DIR)
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -171,6 +173,51 @@ def _load_source(config, workdir, overwrite, progress) -> _Source:
 # ----------------------------------------------------------------------------- fine-tuning
 
 
+def _target_dataset(config, size, trial: int):
+    """Trial ``trial``'s subset of the target data at ``size`` (see the module docstring)."""
+    t = config.target
+    try:
+        return data.get_dataset(
+            t.name,
+            data_dir=t.data_dir,
+            val_size=t.val_size,
+            train_size=data_train_size(size),
+            classes=t.classes,
+            seed=int(config.seed) + trial,
+        )
+    except (ValueError, data.DatasetUnavailableError) as e:
+        raise config_lib.ConfigError(f"target: {str(e).splitlines()[0]}") from None
+
+
+def _check_target(config) -> None:
+    """Loads the target data and traces one fine-tuning chunk on it, before anything is written.
+
+    Raises:
+      ConfigError: the target data cannot be had, or the model does not fit it.
+    """
+    f = config.finetune
+    ds = _target_dataset(config, config.target.train_sizes[0], 0)
+    try:
+        Engine(
+            model=models.get(
+                config.model.name, num_classes=ds.num_classes, **config_lib.model_kwargs(config)
+            ),
+            dataset=ds,
+            optimizer=f.optimizer,
+            steps=int(f.steps),
+            batch_size=min(int(f.batch_size), int(ds.train_x.shape[0])),
+            eval_every=int(f.eval_every),
+            augment=bool(config.target.augment),
+            progress=False,
+        ).check()
+    except Exception as e:  # noqa: BLE001 - a failure to trace: the model does not fit
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise config_lib.ConfigError(
+            f"model {config.model.name} does not fit the target {config.target.name} "
+            f"(inputs {ds.train_x.shape[1:]}): {first}"
+        ) from None
+
+
 class _SizeRunner:
     """Fine-tunes every arm of one target size, trial by trial."""
 
@@ -181,22 +228,9 @@ class _SizeRunner:
         self.i = size_index
         self.size = size
         self.progress = progress
-        t, f = c.target, c.finetune
+        f = c.finetune
         self.trials = list(range(int(c.num_trials)))
-        self.datasets = []
-        for trial in self.trials:
-            try:
-                ds = data.get_dataset(
-                    t.name,
-                    data_dir=t.data_dir,
-                    val_size=t.val_size,
-                    train_size=data_train_size(size),
-                    classes=t.classes,
-                    seed=int(c.seed) + trial,
-                )
-            except ValueError as e:
-                raise config_lib.ConfigError(f"target: {str(e).splitlines()[0]}") from None
-            self.datasets.append(ds)
+        self.datasets = [_target_dataset(c, size, trial) for trial in self.trials]
         ds0 = self.datasets[0]
         self.n_train = int(ds0.train_x.shape[0])
         self.num_classes = int(ds0.num_classes)
@@ -420,10 +454,20 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
     """
     validate(config)
     wd.check_path(workdir)
-    if not overwrite:
-        config_lib.check_drift(workdir, config, base=transfer_config(), growable=())
+    wd.check_contents(workdir, OWNED)
     is_main = parallel.is_main()
-    wd.prepare(workdir, overwrite, OWNED, is_main)
+    with wd.lock(workdir, is_main):
+        if not overwrite:
+            config_lib.check_drift(
+                workdir, config, base=transfer_config(), growable=(), results=RESULTS
+            )
+        _check_target(config)
+        # source/ is the source run's: it discards its own files after its own checks.
+        wd.prepare(workdir, overwrite, [n for n in OWNED if n != SOURCE_DIR], is_main)
+        return _run(config, workdir, overwrite, progress, is_main)
+
+
+def _run(config, workdir: str, overwrite: bool, progress, is_main: bool) -> list[dict]:
     prog = bool(config.progress) if progress is None else progress
     if is_main:
         wd.write_json_atomic(os.path.join(workdir, wd.CONFIG), wd.config_to_json(config))
