@@ -270,3 +270,38 @@ def test_later_rounds_stay_in_metrics_while_an_earlier_one_is_redone(tmp_path):
     changed = [before[0], {**before[1], "v": 9}]
     wd.write_metrics(path, changed, before)
     assert wd.read_jsonl(path) == changed  # a round that came out differently drops later ones
+
+
+def test_a_trial_whose_dense_run_diverged_is_not_pruned(tmp_path):
+    """The other trials go on with their own keys; the diverged one's later records say why."""
+    import numpy as np
+
+    from lth_jax import config as config_lib
+    from lth_jax import lottery
+
+    c = config_lib.default_config()
+    c.num_trials, c.progress, c.num_devices = 3, False, 1
+    c.model.kwargs.features = (8,)
+    c.train.steps, c.train.eval_every, c.imp.rounds = 20, 10, 1
+    exp = lottery.Experiment(c)
+    state, recs = exp.dense_round()
+    recs[1] = {**recs[1], "status": "nan", "fail_step": 7}  # trial 1 diverged
+    kept = lottery._drop_diverged(exp, state, recs)
+    assert list(exp.trials) == [0, 2]
+    np.testing.assert_array_equal(
+        kept["ticket"]["params"]["head"]["kernel"],
+        np.asarray(state["ticket"]["params"]["head"]["kernel"])[[0, 2]],
+    )
+    _, round1 = exp.prune_round(kept, 1)
+    out = lottery._with_skipped(exp, 1, round1, recs)
+    assert [(r["arm"], r["trial"]) for r in out] == [(a, t) for a in c.arms for t in (0, 1, 2)]
+    skipped = [r for r in out if r["trial"] == 1]
+    assert all(r["status"] == "skipped" and "step 7" in r["reason"] for r in skipped)
+    # Trials 0 and 2 are what they are in a run where no trial diverged.
+    full = lottery.Experiment(c)
+    s0, r0 = full.dense_round()
+    _, r1 = full.prune_round(s0, 1)
+    assert [r for r in r1 if r["trial"] != 1] == [r for r in out if r["trial"] != 1]
+    # Every trial diverged: nothing to prune.
+    with pytest.raises(wd.RunFailed, match="every trial"):
+        lottery._diverged([{**r, "status": "nan", "fail_step": 3} for r in recs])
