@@ -19,19 +19,11 @@ import threading
 import time
 
 import pytest
+from cli_runs import SMALL_RUN as FAST
 
 from lth_jax import config as config_lib
 from lth_jax import rng
 from lth_jax.checks import ConfigError
-
-FAST = [
-    "--config.progress=False",
-    "--config.train.steps=200",
-    "--config.train.eval_every=100",
-    "--config.imp.rounds=2",
-    "--config.num_trials=1",
-    "--config.model.kwargs.features=(32,)",
-]
 
 #: Runs the command in this interpreter, like the ``lth-jax`` script does.
 CLI = [sys.executable, "-m", "lth_jax.cli"]

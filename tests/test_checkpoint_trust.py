@@ -19,34 +19,16 @@ import sys
 import numpy as np
 import pytest
 import tensorstore as ts
+from cli_runs import LTH_JAX, cli_env
+from cli_runs import SMALL_RUN as ARGS
 
 from lth_jax import checkpoint as ckpt_lib
-
-ARGS = [
-    "--config.progress=False",
-    "--config.train.steps=200",
-    "--config.train.eval_every=100",
-    "--config.imp.rounds=2",
-    "--config.num_trials=1",
-    "--config.model.kwargs.features=(32,)",
-]
-
-_SCRIPT = os.path.join(os.path.dirname(sys.executable), "lth-jax")
-LTH_JAX = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m", "lth_jax.cli"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """``run(workdir) -> (returncode, stderr)``: ``lth-jax run`` with a shared compilation cache."""
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-        "TFDS_DISABLE_GCS": "1",
-    }
+    env = cli_env(str(tmp_path_factory.mktemp("jax_cache")))
 
     def go(workdir):
         p = subprocess.run(

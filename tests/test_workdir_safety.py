@@ -14,32 +14,15 @@ import sys
 import time
 
 import pytest
+from cli_runs import LTH_JAX, cli_env
+from cli_runs import SMALL_RUN as ARGS
 
 from lth_jax import workdir as wd
-
-ARGS = [
-    "--config.progress=False",
-    "--config.train.steps=200",
-    "--config.train.eval_every=100",
-    "--config.imp.rounds=2",
-    "--config.num_trials=1",
-    "--config.model.kwargs.features=(32,)",
-]
-
-_SCRIPT = os.path.join(os.path.dirname(sys.executable), "lth-jax")
-LTH_JAX = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m", "lth_jax.cli"]
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    return {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "TFDS_DISABLE_GCS": "1",
-    }
+    return cli_env(str(tmp_path_factory.mktemp("jax_cache")))
 
 
 def _start(env, workdir, *extra, args=ARGS):
