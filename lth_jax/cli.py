@@ -3,7 +3,7 @@
 ::
 
     lth-jax run [--config FILE[:ARG]] --workdir DIR [--config.KEY=VALUE ...] [--overwrite]
-    lth-jax report DIR [DIR ...] [--out DIR]
+    lth-jax report DIR [DIR ...] [--out DIR] [--band ci|std|sem|minmax]
 
 ``run`` with no ``--config`` runs the embedded default (IMP on MNIST-1D, see
 :func:`lth_jax.config.default_config`). Configs are Python files defining
@@ -12,6 +12,11 @@ an argument after a colon (``--config experiments/configs/foo.py:arg`` calls
 ``get_config("arg")``). The config's ``kind`` picks the runner, its check and
 its report (:mod:`lth_jax.kinds`). Running the same command on the same
 workdir resumes it.
+
+``report`` writes ``report.md``, ``report.png`` and ``summary.json`` (into the
+first DIR, or ``--out``); ``--band`` picks the figure's band around the mean
+over trials: ``ci`` (the 95% confidence interval of the mean, the default),
+``std``, ``sem`` (standard error) or ``minmax``.
 
 Overrides ``--config.KEY=VALUE`` (or ``--config.KEY VALUE``) set one declared
 key; ``ml_collections.config_flags`` parses them as the key's type: integers,
@@ -90,7 +95,7 @@ from lth_jax.workdir import RunFailed
 USAGE = (
     "usage: lth-jax run [--config FILE[:ARG]] --workdir DIR [--config.KEY=VALUE ...]"
     " [--overwrite]\n"
-    "       lth-jax report DIR [DIR ...] [--out DIR]"
+    "       lth-jax report DIR [DIR ...] [--out DIR] [--band ci|std|sem|minmax]"
 )
 
 
@@ -375,6 +380,7 @@ def _report(argv) -> int:
     p = _ArgumentParser(prog="lth-jax report", exit_on_error=False, add_help=False)
     p.add_argument("dirs", nargs="*")
     p.add_argument("--out", default=None)
+    p.add_argument("--band", default="ci", choices=tuple(report.BANDS))
     usage = USAGE.splitlines()[1].strip()
     if any(a in ("-h", "--help") for a in argv):
         raise _Help()
@@ -387,7 +393,7 @@ def _report(argv) -> int:
     if not args.dirs:
         raise UsageError(f"report needs a DIR; {usage}")
     try:
-        return report.main_report(args.dirs, out_dir=args.out)
+        return report.main_report(args.dirs, out_dir=args.out, band=args.band)
     except (ValueError, OSError) as e:
         raise UsageError(_one_line(str(e))) from None
 

@@ -1,4 +1,8 @@
-"""The committed reports under ``experiments/results/`` regenerate byte for byte."""
+"""The committed reports under ``experiments/results/`` regenerate byte for byte.
+
+``report.md`` and ``summary.json`` always; ``report.png`` with the matplotlib
+that drew the committed figures.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +34,14 @@ def test_committed_report_regenerates(folder, tmp_path, capsys):
     out = str(tmp_path / "out")
     assert cli.main(["report", *dirs, "--out", out]) == 0
     capsys.readouterr()
-    with open(os.path.join(RESULTS, folder, "report.md"), encoding="utf-8") as f:
-        want = f.read()
-    with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
-        got = f.read()
-    assert got == want
+    for name in ("report.md", "summary.json"):
+        with open(os.path.join(RESULTS, folder, name), encoding="utf-8") as f:
+            want = f.read()
+        with open(os.path.join(out, name), encoding="utf-8") as f:
+            got = f.read()
+        assert got == want, f"{folder}/{name} differs from what the report code writes now"
     # The figures too, byte for byte, with the matplotlib that drew the committed ones
-    # (another version may place a pixel differently; the markdown above still must match).
+    # (another version may place a pixel differently; the text files above still must match).
     if matplotlib.__version__ == FIGURES_DRAWN_WITH:
         with open(os.path.join(RESULTS, folder, "report.png"), "rb") as f:
             want_png = f.read()

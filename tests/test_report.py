@@ -271,7 +271,10 @@ def test_write_report_multi(workdir, tmp_path):
     _check_png(os.path.join(workdir, "report.png"))
     md = open(os.path.join(workdir, "report.md")).read()
     assert "## exp" in md and "## other" in md
-    assert md.count("| round |") == 2
+    assert md.count("| round | % weights | arm ") == 2
+    assert md.count("### Paired comparisons") == 2
+    summary = json.load(open(os.path.join(workdir, "summary.json")))
+    assert [w["label"] for w in summary["workdirs"]] == ["exp", "other"]
 
 
 def test_main_report(workdir, capsys):
@@ -356,6 +359,8 @@ def test_dense_records_pooled_when_several():
     assert start["n"] == len(vals)
     assert start["final_test_accuracy_mean"] == pytest.approx(np.mean(vals))
     assert start["final_test_accuracy_min"] == min(vals)
+    # The pooled std is that of all the pooled values, so a band can be drawn there.
+    assert start["final_test_accuracy_std"] == pytest.approx(np.std(vals, ddof=1))
 
 
 def _check_png(path):
@@ -506,3 +511,246 @@ def test_train_size_label():
     assert report.transfer.train_size_label(0.1) == "10%"
     assert report.transfer.train_size_label(1.0) == "100%"
     assert report.transfer.train_size_label(500) == "500"
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+
+from lth_jax.report import paired, stats  # noqa: E402
+
+
+def test_t_quantile_known_values():
+    # Two-sided 95% critical values of Student's t, as printed in statistics tables.
+    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228, 30: 2.042}
+    for df, want in table.items():
+        assert stats.t_quantile(0.975, df) == pytest.approx(want, abs=5e-4)
+    assert stats.t_quantile(0.995, 10) == pytest.approx(3.169, abs=5e-4)
+    assert stats.t_quantile(0.95, 4) == pytest.approx(2.132, abs=5e-4)
+    # Closed forms for 1 and 2 degrees of freedom, and the normal limit.
+    for p in (0.6, 0.9, 0.975, 0.999):
+        assert stats.t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-9)
+        two = (2 * p - 1) * math.sqrt(2 / (4 * p * (1 - p)))
+        assert stats.t_quantile(p, 2) == pytest.approx(two, rel=1e-9)
+    assert stats.t_quantile(0.975, 1e7) == pytest.approx(1.959964, abs=1e-5)
+    assert stats.t_quantile(0.025, 4) == -stats.t_quantile(0.975, 4)
+    assert stats.t_quantile(0.5, 3) == 0.0
+    for p, df in ((0.0, 3), (1.0, 3), (0.9, 0)):
+        with pytest.raises(ValueError):
+            stats.t_quantile(p, df)
+
+
+def _arm(values, failed=(), missing=()):
+    """``{trial: record}`` with ``final_test_accuracy`` = values[trial]."""
+    out = {}
+    for t, v in enumerate(values):
+        rec = {"trial": t, "status": "ok", "final_test_accuracy": v, "test_accuracy_at_best_val": v}
+        if t in failed:
+            rec.update(status="nan", final_test_accuracy=float("nan"))
+        if t in missing:
+            rec["test_accuracy_at_best_val"] = None
+        out[t] = rec
+    return out
+
+
+def test_paired_ci_by_hand():
+    a = _arm([0.62, 0.60, 0.65, 0.70])
+    b = _arm([0.60, 0.61, 0.62, 0.70])
+    c = paired.compare(a, b, "final_test_accuracy")
+    # Differences 0.02, -0.01, 0.03, 0.00: mean 0.01, squared deviations sum to 0.001,
+    # s = sqrt(0.001 / 3), t(0.975, 3) = 3.182446, half width = t * s / sqrt(4).
+    half = 3.182446305 * math.sqrt(0.001 / 3) / 2
+    assert c["n"] == 4 and c["trials"] == [0, 1, 2, 3]
+    assert c["mean"] == pytest.approx(0.01)
+    assert c["std"] == pytest.approx(math.sqrt(0.001 / 3))
+    assert c["ci_low"] == pytest.approx(0.01 - half, abs=1e-9)
+    assert c["ci_high"] == pytest.approx(0.01 + half, abs=1e-9)
+    assert half == pytest.approx(0.029051, abs=1e-6)
+    # Wins: a > b strictly; the equal trial is a tie, neither a win nor a loss.
+    assert (c["wins"], c["ties"], c["losses"]) == (2, 1, 1)
+    row = {
+        "round": 1,
+        "density": 0.8,
+        "a": "ticket",
+        "a_round": 1,
+        "b": "dense",
+        "b_round": 0,
+        "final_test_accuracy": c,
+        "test_accuracy_at_best_val": c,
+    }
+    line = paired.format_paired([row]).splitlines()[2]
+    assert "| ticket | dense (round 0) |     4 |" in line
+    assert "+1.00 | [-1.91, +3.91] | 2/4 (1 tied)" in line
+
+
+def test_paired_drops_a_failed_trial_from_both_sides():
+    a = _arm([0.7, 0.8, 0.6], failed=(1,), missing=(2,))
+    b = _arm([0.5, 0.5, 0.5])
+    c = paired.compare(a, b, "final_test_accuracy")
+    assert c["trials"] == [0, 2] and c["n"] == 2
+    assert c["mean"] == pytest.approx(0.15)  # (0.2 + 0.1) / 2: trial 1 left out of b too
+    # A metric missing in an ok record drops that trial from that metric only.
+    c = paired.compare(a, b, "test_accuracy_at_best_val")
+    assert c["trials"] == [0] and c["n"] == 1 and c["mean"] == pytest.approx(0.2)
+    assert math.isnan(c["ci_low"]) and math.isnan(c["ci_high"])  # no CI for one pair
+    row = {"round": 1, "density": 0.8, "a": "ticket", "a_round": 1, "b": "reinit", "b_round": 1}
+    row |= {"final_test_accuracy": c, "test_accuracy_at_best_val": paired.compare(a, {}, "x")}
+    line = paired.format_paired([row]).splitlines()[2]
+    cells = [x.strip() for x in line.strip("|").split("|")]
+    assert cells[3:] == ["reinit", "1", "+20.00", "-", "1/1", "-", "-", "-"]
+
+
+def test_lottery_pairs(workdir):
+    recs = report.load_records(workdir)
+    rows = paired.lottery_pairs(recs)
+    # Round 0 has only the ticket arm here: it is the dense reference.
+    want = [("ticket", "reinit"), ("ticket", "random_mask")] + [(a, "ticket") for a in ARMS]
+    for rnd in range(1, ROUNDS):
+        got = [(r["a"], r["b"]) for r in rows if r["round"] == rnd]
+        assert got == want
+    assert all(r["b_round"] in (0, r["round"]) for r in rows)
+    by = {(r["round"], r["a"], r["b"]): r for r in rows}
+    # Round 2, reinit trial 1 failed: left out of both sides of every comparison with reinit.
+    for key in ((2, "ticket", "reinit"), (2, "reinit", "ticket")):
+        assert by[key]["final_test_accuracy"]["trials"] == [0, 2]
+    assert by[(2, "ticket", "random_mask")]["final_test_accuracy"]["n"] == TRIALS
+    # The mean difference is the difference of the per-trial values.
+    val = {(r["round"], r["arm"], r["trial"]): r["final_test_accuracy"] for r in recs}
+    c = by[(3, "ticket", "ticket")]["final_test_accuracy"]
+    d = [val[(3, "ticket", t)] - val[(0, "ticket", t)] for t in range(TRIALS)]
+    assert c["mean"] == pytest.approx(np.mean(d))
+    assert c["wins"] + c["ties"] + c["losses"] == c["n"]
+    # With a "dense" round-0 arm, that is the reference.
+    recs = [{**r, "arm": "dense"} if r["round"] == 0 else r for r in recs]
+    assert {r["b"] for r in paired.lottery_pairs(recs) if r["b_round"] == 0} == {"dense"}
+
+
+def test_report_has_paired_table_and_summary_json(workdir):
+    report.write_report(workdir)
+    md = open(os.path.join(workdir, "report.md")).read()
+    head, _, rest = md.partition("## Paired comparisons\n\n")
+    assert rest, "no paired comparisons section"
+    table = rest.split("\n\n")[0]
+    assert table.splitlines()[0].startswith("| round | % weights | a ")
+    assert len(table.splitlines()) == 2 + (ROUNDS - 1) * 5
+    assert "Paired by trial" in rest.split("\n\n")[1]
+    assert "band = 95% CI of the mean over trials" in md
+    summary = json.load(open(os.path.join(workdir, "summary.json")))
+    assert summary["kind"] == "lottery" and summary["ci_level"] == 0.95
+    (wd,) = summary["workdirs"]
+    assert wd["label"] == "exp"
+    rows = report.summarize(report.load_records(workdir))
+    assert [(r["round"], r["arm"]) for r in wd["summary"]] == [(r["round"], r["arm"]) for r in rows]
+    assert wd["summary"][1]["final_test_accuracy_mean"] == pytest.approx(
+        rows[1]["final_test_accuracy_mean"], rel=1e-11
+    )
+    assert wd["summary"][0]["barrier_mean"] is not None
+    reinit = next(r for r in wd["summary"] if r["arm"] == "reinit")
+    assert reinit["barrier_mean"] is None and reinit["barrier_n"] == 0  # null, not NaN
+    assert len(wd["paired"]) == (ROUNDS - 1) * 5
+    # A comparison without pairs: no mean, no CI, written as null.
+    recs = [_failed(rnd=1, arm="reinit", trial=t) for t in range(TRIALS)]
+    recs += [r for r in _records(barrier=False) if r["round"] <= 1 and r["arm"] != "reinit"]
+    d = _write(workdir + "_2", recs)
+    report.write_report(d)
+    text = open(os.path.join(d, "summary.json")).read()
+    assert "NaN" not in text
+    rows = json.loads(text)["workdirs"][0]["paired"]
+    c = next(r for r in rows if r["b"] == "reinit")["final_test_accuracy"]
+    assert c["n"] == 0 and c["mean"] is None and c["ci_low"] is None
+
+
+def test_plain_json():
+    from lth_jax.report.files import plain
+
+    assert plain({"a": float("nan"), "b": [np.int64(3), np.float64(0.1) + 0.2, None, True]}) == {
+        "a": None,
+        "b": [3, 0.3, None, True],
+    }
+    assert plain(float("inf")) is None
+
+
+def test_band_choice_changes_the_band():
+    rows = [
+        {"final_test_accuracy_mean": 0.5, "final_test_accuracy_std": 0.1, "n": 4}
+        | {"final_test_accuracy_min": 0.3, "final_test_accuracy_max": 0.65},
+        {"final_test_accuracy_mean": 0.6, "final_test_accuracy_std": 0.0, "n": 1}
+        | {"final_test_accuracy_min": 0.6, "final_test_accuracy_max": 0.6},
+    ]
+    key = "final_test_accuracy"
+    edges = {kind: report.band_edges(rows, key, kind) for kind in report.BANDS}
+    half = stats.t_quantile(0.975, 3) * 0.1 / 2
+    np.testing.assert_allclose(edges["ci"][0][0], 0.5 - half)
+    np.testing.assert_allclose(edges["ci"][1][0], 0.5 + half)
+    np.testing.assert_allclose([edges["std"][0][0], edges["std"][1][0]], [0.4, 0.6])
+    np.testing.assert_allclose([edges["sem"][0][0], edges["sem"][1][0]], [0.45, 0.55])
+    np.testing.assert_allclose(edges["minmax"][0], [0.3, 0.6])
+    np.testing.assert_allclose(edges["minmax"][1], [0.65, 0.6])
+    # One trial: no interval but min-max.
+    for kind in ("ci", "std", "sem"):
+        assert np.isnan(edges[kind][0][1]) and np.isnan(edges[kind][1][1])
+    # <key>_n (trials with the metric) is used when the row has it.
+    rows[0]["final_test_accuracy_n"] = 2
+    lo, _ = report.band_edges(rows, key, "sem")
+    np.testing.assert_allclose(lo[0], 0.5 - 0.1 / math.sqrt(2))
+    with pytest.raises(ValueError, match="unknown band 'iqr'"):
+        report.band_edges(rows, key, "iqr")
+
+
+def test_figure_band_and_legend(workdir, tmp_path, monkeypatch):
+    from lth_jax.report import lottery_figure
+
+    drawn = {}
+
+    def spy(rows, key, kind="ci"):
+        drawn.setdefault(kind, 0)
+        drawn[kind] += 1
+        return real(rows, key, kind)
+
+    real = lottery_figure.band_edges
+    monkeypatch.setattr(lottery_figure, "band_edges", spy)
+    for kind in ("std", "minmax"):
+        out = tmp_path / kind
+        report.write_report(workdir, out_dir=out, band=kind)
+        assert f"band = {report.BANDS[kind]}" in open(out / "report.md").read()
+    assert set(drawn) == {"std", "minmax"}
+    with pytest.raises(ValueError, match="unknown band"):
+        report.write_report(workdir, out_dir=tmp_path / "x", band="bad")
+
+
+def test_cli_band(workdir, tmp_path, capsys):
+    from lth_jax import cli
+
+    assert cli.main(["report", workdir, "--out", str(tmp_path / "o"), "--band", "sem"]) == 0
+    assert "summary.json" in capsys.readouterr().out
+    assert "band = mean ± 1 standard error" in open(tmp_path / "o" / "report.md").read()
+    assert cli.main(["report", workdir, "--band", "wide"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lth-jax: error: ")
+    assert "'wide'" in err and "ci" in err and "minmax" in err
+    assert cli.main(["report", workdir, "--band"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_arm_labels():
+    assert tables.arm_label("reinit") == "random re-init"
+    assert tables.arm_label("random_mask") == "random pruning"
+    assert tables.arm_label("ticket") == "ticket" and tables.arm_label("dense") == "dense"
+    assert tables.arm_label("scratch") == "scratch"
+
+
+def test_transfer_effects_ci_and_summary(tmp_path):
+    recs = _transfer_records()
+    eff = report.transfer.effects(recs)
+    e = next(x for x in eff if x["effect"] == "pretraining (no dropout)" and x["size_index"] == 1)
+    val = {(r["size_index"], r["arm"], r["trial"]): r["final_test_accuracy"] for r in recs}
+    d = [val[(1, "pretrained", t)] - val[(1, "scratch", t)] for t in range(3)]
+    half = stats.t_quantile(0.975, 2) * np.std(d, ddof=1) / math.sqrt(3)
+    assert e["n"] == 3 and e["mean"] == pytest.approx(np.mean(d))
+    assert (e["ci_low"], e["ci_high"]) == pytest.approx((np.mean(d) - half, np.mean(d) + half))
+    wd = _write(tmp_path / "tr", recs, config={"kind": "transfer"})
+    report.write_report(wd, band="minmax")
+    md = open(os.path.join(wd, "report.md")).read()
+    assert "95% CI (pp) |" in md and "band = min - max over trials" in md
+    summary = json.load(open(os.path.join(wd, "summary.json")))
+    assert summary["kind"] == "transfer"
+    assert len(summary["summary"]) == 6 and len(summary["effects"]) == len(eff)
+    assert summary["effects"][0]["trials"] == [1, 2]  # size 0, scratch trial 0 failed

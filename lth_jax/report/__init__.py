@@ -1,18 +1,21 @@
-"""Reports of experiment workdirs: ``report.md`` (tables) and ``report.png`` (a figure).
+"""Reports of experiment workdirs: ``report.md`` (tables), ``report.png``, ``summary.json``.
 
 :func:`write_report` (``lth-jax report DIR ...``, through :func:`main_report`)
 reads each workdir's ``metrics.jsonl`` and ``config.json`` and writes the
-report of its kind:
+report of its kind, with ``summary.json`` (its numbers, for programs) next to
+``report.md``:
 
 * lottery and instability workdirs (:mod:`lth_jax.report.lottery`, figure in
   :mod:`lth_jax.report.lottery_figure`): accuracy, early-stop step and error
-  barrier against % weights, one or several workdirs compared;
+  barrier against % weights, one or several workdirs compared, and the
+  paired comparisons between arms (:mod:`lth_jax.report.paired`);
 * a transfer workdir (:mod:`lth_jax.report.transfer`): target accuracy against
   the target training-set size, reported on its own.
 
 The pieces they share: :mod:`lth_jax.report.files` (reading and writing the
-files), :mod:`lth_jax.report.stats` (failed records, statistics over trials)
-and :mod:`lth_jax.report.tables` (the markdown table writer, cell formats).
+files), :mod:`lth_jax.report.stats` (failed records, statistics over trials,
+confidence intervals, the figure's bands) and :mod:`lth_jax.report.tables`
+(the markdown table writer, cell formats).
 Nothing here imports JAX or a runner.
 """
 
@@ -22,7 +25,14 @@ import os
 from collections.abc import Sequence
 
 from lth_jax.report import lottery, transfer
-from lth_jax.report.files import CONFIG_FILE, METRICS_FILE, REPORT_MD, REPORT_PNG, workdir_kind
+from lth_jax.report.files import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    REPORT_MD,
+    REPORT_PNG,
+    SUMMARY_JSON,
+    workdir_kind,
+)
 from lth_jax.report.lottery import (
     TABLE_COLUMNS,
     config_summary,
@@ -30,8 +40,8 @@ from lth_jax.report.lottery import (
     load_records,
     summarize,
 )
-from lth_jax.report.lottery_figure import arm_lines, plot_report
-from lth_jax.report.stats import trial_stats
+from lth_jax.report.lottery_figure import arm_lines, band_edges, plot_report
+from lth_jax.report.stats import BANDS, trial_stats
 from lth_jax.report.tables import format_density
 
 __all__ = [
@@ -45,6 +55,8 @@ __all__ = [
     "config_summary",
     "plot_report",
     "arm_lines",
+    "band_edges",
+    "BANDS",
     "write_report",
     "main_report",
     "trial_stats",
@@ -56,8 +68,9 @@ def write_report(
     workdirs: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike | None = None,
     title: str | None = None,
+    band: str = "ci",
 ) -> str:
-    """Write ``report.md`` and ``report.png`` for one or several workdirs; return the table text.
+    """Write ``report.md``, ``report.png`` and ``summary.json``; return the table text.
 
     Lottery and instability workdirs: :func:`lth_jax.report.lottery.write_report`
     (one workdir, or several compared on one figure, written into ``out_dir``,
@@ -67,9 +80,15 @@ def write_report(
     report, :func:`lth_jax.report.transfer.write_report` (target accuracy against
     the target training-set size); it cannot be compared with others on one plot.
 
+    ``band`` is the figure's band around the mean: ``ci`` (the 95% CI of the
+    mean over trials), ``std``, ``sem`` or ``minmax`` (:data:`BANDS`).
+
     Raises :class:`ValueError` (one line, naming the path) for a missing
-    directory, a missing ``metrics.jsonl``, or one without records.
+    directory, a missing ``metrics.jsonl``, or one without records, and for an
+    unknown ``band``.
     """
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; bands are {', '.join(BANDS)}")
     if isinstance(workdirs, str | os.PathLike):
         workdirs = [workdirs]
     workdirs = [os.fspath(d) for d in workdirs]
@@ -85,27 +104,30 @@ def write_report(
                 "a transfer workdir is reported on its own: lth-jax report "
                 + workdirs[kinds.index(True)]
             )
-        return transfer.write_report(workdirs[0], out_dir=out_dir)
-    return lottery.write_report(workdirs, out_dir=out_dir, title=title)
+        return transfer.write_report(workdirs[0], out_dir=out_dir, band=band)
+    return lottery.write_report(workdirs, out_dir=out_dir, title=title, band=band)
 
 
 def main_report(
     paths: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike | None = None,
     title: str | None = None,
+    band: str = "ci",
 ) -> int:
     """CLI helper for ``lth-jax report DIR [DIR ...]``: write the report, print the table, return 0.
 
     Raises :class:`ValueError` with a one-line message naming the path when a
-    directory is missing or holds no metrics.
+    directory is missing or holds no metrics, or naming the bands for an
+    unknown ``band``.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("no experiment directory given")
-    text = write_report(paths, out_dir=out_dir, title=title)
+    text = write_report(paths, out_dir=out_dir, title=title, band=band)
     out = os.fspath(out_dir) if out_dir is not None else paths[0]
     print(text)
-    print(f"\nwrote {os.path.join(out, REPORT_MD)} and {os.path.join(out, REPORT_PNG)}")
+    written = [os.path.join(out, name) for name in (REPORT_MD, REPORT_PNG, SUMMARY_JSON)]
+    print(f"\nwrote {', '.join(written[:2])} and {written[2]}")
     return 0

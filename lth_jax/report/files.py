@@ -3,12 +3,14 @@
 A workdir holds ``metrics.jsonl`` (read with :func:`lth_jax.workdir.read_jsonl`,
 the project's one JSON-lines reader) and usually ``config.json``; the report
 writes ``report.md`` and ``report.png``, into the workdir unless told another
-folder.
+folder, and ``summary.json``, the numbers of the report for programs
+(:func:`write_summary`: plain JSON, ``NaN`` written as ``null``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 
@@ -20,18 +22,22 @@ __all__ = [
     "FIELD_TYPES",
     "REPORT_MD",
     "REPORT_PNG",
+    "SUMMARY_JSON",
     "read_records",
     "read_config",
     "workdir_kind",
     "labels",
     "out_dir_for",
     "write_markdown",
+    "plain",
+    "write_summary",
 ]
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
+SUMMARY_JSON = "summary.json"
 
 
 #: What a record's field may hold, for :func:`read_records`'s ``types``.
@@ -131,3 +137,48 @@ def write_markdown(out: str, lines: list[str], title: str, notes: str) -> None:
     lines = [*lines, f"![{title}]({REPORT_PNG})", "", notes, ""]
     with open(os.path.join(out, REPORT_MD), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
+
+
+def plain(value):
+    """``value`` as plain JSON data: floats to 12 significant digits, non-finite ones ``None``.
+
+    Mappings become dicts (keys as strings), sequences lists; 12 digits keep
+    the file independent of the last bit of the arithmetic that made it.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, int) or (hasattr(value, "dtype") and value.dtype.kind in "iu"):
+        return int(value)
+    v = float(value)
+    return float(f"{v:.12g}") if math.isfinite(v) else None
+
+
+def _dumps(value, level: int = 0) -> str:
+    """JSON text, indented one space a level; a list of rows (objects) holds one row a line."""
+    pad = " " * level
+    one = lambda v: json.dumps(v, ensure_ascii=False, allow_nan=False)
+    if isinstance(value, dict) and value:
+        items = [f"{pad} {one(k)}: {_dumps(v, level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        if all(not any(_has_objects(x) for x in v.values()) for v in value):  # rows
+            return "[\n" + ",\n".join(f"{pad} {one(v)}" for v in value) + "\n" + pad + "]"
+        return "[\n" + ",\n".join(f"{pad} {_dumps(v, level + 1)}" for v in value) + "\n" + pad + "]"
+    return one(value)
+
+
+def _has_objects(value) -> bool:
+    """Whether ``value`` is a list holding objects (a table, not a row's field)."""
+    return isinstance(value, list) and any(isinstance(v, dict) for v in value)
+
+
+def write_summary(out: str, data: Mapping) -> str:
+    """Writes ``out/summary.json``: :func:`plain` of ``data``, one row (object of a list) a line."""
+    path = os.path.join(out, SUMMARY_JSON)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(_dumps(plain(data)) + "\n")
+    return path

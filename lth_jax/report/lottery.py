@@ -23,9 +23,16 @@ Conventions, exactly:
   (``ddof=1``) when ``n > 1`` and ``0.0`` when ``n == 1``, min and max; ``nan``
   when ``n == 0``. A metric missing (or ``null``) in an ok record is left out
   of that metric's statistics only.
+* **Paired comparisons** (:mod:`lth_jax.report.paired`). Per round, the
+  ticket against every other arm and every arm against the same trial's dense
+  run: mean of the per-trial differences, its 95% CI (Student t) and the wins,
+  over the trials ok in both arms.
 * **Figure** (:mod:`lth_jax.report.lottery_figure`). Lines are the mean over
-  ok trials, the band spans min to max; every arm's line starts at the pooled
+  ok trials, the band is chosen (``band``: the 95% CI of the mean by default,
+  :data:`lth_jax.report.stats.BANDS`); every arm's line starts at the pooled
   round-0 (dense) point.
+* **summary.json** (:func:`summary_data`): the table's rows and the paired
+  rows of each workdir, for programs.
 """
 
 from __future__ import annotations
@@ -40,13 +47,17 @@ import numpy as np
 from lth_jax.checks import get
 from lth_jax.report import files
 from lth_jax.report.lottery_figure import plot_report
+from lth_jax.report.paired import PAIRED_NOTE, format_paired, lottery_pairs
 from lth_jax.report.stats import (
+    BANDS,
+    CI_LEVEL,
     STAT_KEYS,
     STATS,
     finite,
     group_by_arm,
     has_barrier,
     is_failed,
+    latest,
     metric_stats,
     trial_stats,
 )
@@ -58,6 +69,7 @@ __all__ = [
     "summarize",
     "format_table",
     "config_summary",
+    "summary_data",
     "write_report",
 ]
 
@@ -127,17 +139,7 @@ def summarize(records: Iterable[Mapping]) -> list[dict]:
 
     A later record for the same ``(round, arm, trial)`` replaces an earlier one.
     """
-    records = list(records)
-    # Later duplicates of (round, arm, trial) win; records without a trial are kept.
-    latest: dict[tuple, int] = {}
-    for i, rec in enumerate(records):
-        if rec.get("trial") is not None:
-            latest[(rec["round"], rec["arm"], rec["trial"])] = i
-    kept = [
-        rec
-        for i, rec in enumerate(records)
-        if rec.get("trial") is None or latest[(rec["round"], rec["arm"], rec["trial"])] == i
-    ]
+    kept = latest(records)
 
     rows = []
     for (rnd, arm), recs in group_by_arm(kept, "round"):
@@ -285,7 +287,7 @@ def _records_summary(records: Sequence[Mapping], rows: Sequence[Mapping]) -> str
 # ----------------------------------------------------------------------------- report
 
 
-def _section(workdir: str, records, rows, heading: str | None) -> str:
+def _section(workdir: str, records, rows, pairs, heading: str | None) -> str:
     cfg, err = files.read_config(workdir)
     lines = []
     if heading:
@@ -298,44 +300,77 @@ def _section(workdir: str, records, rows, heading: str | None) -> str:
         lines += [f"Config: ({err})", ""]
     lines += [f"Metrics: {_records_summary(records, rows)}", ""]
     lines += [format_table(rows), ""]
+    if pairs:
+        lines += ["#" * (3 if heading else 2) + " Paired comparisons", ""]
+        lines += [format_paired(pairs), "", PAIRED_NOTE, ""]
     return "\n".join(lines)
 
 
-_NOTES = (
-    "Accuracies in %, mean ± sample std (ddof=1) over ok trials (± left out for one trial). "
-    "`trials`: ok trials, with failed ones (non-finite loss) in parentheses; failed trials "
-    "are excluded from every statistic. `early-stop step`: iteration of minimum validation "
-    "loss. `error barrier`: mean test-error barrier along the linear interpolation between "
-    "two trained copies (instability analysis), in percentage points. Figure: line = mean, "
-    "band = min-max over ok trials; every arm's line starts at the dense (round 0) point, "
-    "and the dashed line is the dense mean."
-)
+def _notes(band: str) -> str:
+    return (
+        "Accuracies in %, mean ± sample std (ddof=1) over ok trials (± left out for one "
+        "trial). `trials`: ok trials, with failed ones (non-finite loss) in parentheses; "
+        "failed trials are excluded from every statistic. `early-stop step`: iteration of "
+        "minimum validation loss. `error barrier`: mean test-error barrier along the linear "
+        "interpolation between two trained copies (instability analysis), in percentage "
+        f"points. Figure: line = mean, band = {BANDS[band]} (ok trials); every arm's line "
+        "starts at the dense (round 0) point, and the dashed line is the dense mean. Arms: "
+        "`ticket` = ticket, `reinit` = random re-init, `random_mask` = random pruning, "
+        "`dense` = dense (round 0)."
+    )
+
+
+def summary_data(sections: Sequence[tuple[str, Sequence[Mapping], Sequence[Mapping]]]) -> dict:
+    """The content of ``summary.json``: ``sections = [(label, rows, pairs), ...]``.
+
+    ``{"kind": "lottery", "units": ..., "ci_level": 0.95, "workdirs": [{"label",
+    "summary", "paired"}, ...]}``, one entry per workdir: ``summary`` holds the
+    rows of :func:`summarize`, ``paired`` those of
+    :func:`lth_jax.report.paired.lottery_pairs`.
+    """
+    return {
+        "kind": "lottery",
+        "units": "accuracies and their differences as fractions (0-1), as in metrics.jsonl",
+        "ci_level": CI_LEVEL,
+        "workdirs": [
+            {"label": lab, "summary": list(rows), "paired": list(pairs)}
+            for lab, rows, pairs in sections
+        ],
+    }
 
 
 def write_report(
     workdirs: Sequence[str],
     out_dir: str | os.PathLike | None = None,
     title: str | None = None,
+    band: str = "ci",
 ) -> str:
-    """Write ``report.md`` and ``report.png`` for lottery or instability workdirs.
+    """Write ``report.md``, ``report.png`` and ``summary.json`` for lottery or instability workdirs.
 
     One workdir: ``report.md`` (title, a config line from ``config.json`` when
-    present, a metrics line, the table, notes) and ``report.png`` go into
+    present, a metrics line, the table, the paired comparisons, notes),
+    ``report.png`` and ``summary.json`` (:func:`summary_data`) go into
     ``out_dir``, default the workdir; returns the table.
 
     Several workdirs: one comparison figure, lines labelled
-    ``<dirname>:<arm>``, and a ``report.md`` with one section (config line and
-    table) per workdir, written into ``out_dir``, default the **first**
-    workdir; returns the tables, each under a ``<dirname>:`` line, separated by
-    blank lines.
+    ``<dirname>: <arm>``, and a ``report.md`` with one section (config line,
+    table, paired comparisons) per workdir, written into ``out_dir``, default
+    the **first** workdir; returns the tables, each under a ``<dirname>:``
+    line, separated by blank lines.
+
+    ``band`` is the figure's band around the mean (a key of
+    :data:`lth_jax.report.stats.BANDS`).
 
     Raises:
-      ValueError: a missing ``metrics.jsonl``, or one without records.
+      ValueError: a missing ``metrics.jsonl``, one without records, or an
+        unknown ``band``.
     """
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; bands are {', '.join(BANDS)}")
     loaded = []
     for d in workdirs:
         records = load_records(d)
-        loaded.append((d, records, summarize(records)))
+        loaded.append((d, records, summarize(records), lottery_pairs(records)))
     out = files.out_dir_for(workdirs[0], out_dir)
     labels = files.labels(workdirs)
     multi = len(workdirs) > 1
@@ -347,16 +382,21 @@ def write_report(
         )
 
     plot_report(
-        [(lab, rows) for lab, (_, _, rows) in zip(labels, loaded)],
+        [(lab, rows) for lab, (_, _, rows, _) in zip(labels, loaded)],
         os.path.join(out, files.REPORT_PNG),
         title=title,
+        band=band,
     )
 
     md = [f"# {title}", ""]
-    for lab, (d, records, rows) in zip(labels, loaded):
-        md.append(_section(d, records, rows, heading=lab if multi else None))
-    files.write_markdown(out, md, title, _NOTES)
+    for lab, (d, records, rows, pairs) in zip(labels, loaded):
+        md.append(_section(d, records, rows, pairs, heading=lab if multi else None))
+    files.write_markdown(out, md, title, _notes(band))
+    sections = [(lab, rows, pairs) for lab, (_, _, rows, pairs) in zip(labels, loaded)]
+    files.write_summary(out, summary_data(sections))
 
     if not multi:
         return format_table(loaded[0][2])
-    return "\n\n".join(f"{lab}:\n{format_table(rows)}" for lab, (_, _, rows) in zip(labels, loaded))
+    return "\n\n".join(
+        f"{lab}:\n{format_table(rows)}" for lab, (_, _, rows, _) in zip(labels, loaded)
+    )

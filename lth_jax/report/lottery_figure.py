@@ -1,7 +1,10 @@
 """The lottery-ticket report figure: accuracy, early-stop step and barrier against % weights.
 
-Lines are the mean over ok trials, the shaded band spans min to max over ok
-trials. The round-0 (dense) records of a workdir, pooled (their arm is
+Lines are the mean over ok trials; the shaded band is chosen (``band``, one
+of :data:`lth_jax.report.stats.BANDS`: by default the 95% CI of the mean, else
+± one std, ± one standard error, or min to max over ok trials) and the legend
+says which. Arms are named readably (:func:`lth_jax.report.tables.arm_label`).
+The round-0 (dense) records of a workdir, pooled (their arm is
 ``dense``), are drawn as one marker at 100% with a dashed horizontal line at
 their mean, and **every arm's line starts at that dense point**, since every
 arm of round 1 was derived from that dense run; an arm that only occurs in
@@ -18,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from lth_jax.report.stats import STAT_KEYS, STATS, has_barrier
-from lth_jax.report.tables import format_density
+from lth_jax.report.stats import BANDS, STAT_KEYS, STATS, band, has_barrier
+from lth_jax.report.tables import arm_label, format_density
 
-__all__ = ["arm_lines", "plot_report"]
+__all__ = ["arm_lines", "band_edges", "plot_report"]
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _LINESTYLES = ("-", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
@@ -46,7 +49,11 @@ def _ticks(densities_pct: Iterable[float], max_ticks: int = 12) -> list[float]:
 
 
 def _pool(rows: Sequence[Mapping]) -> Mapping:
-    """The round-0 rows of one workdir as one row (usually there is just one)."""
+    """The round-0 rows of one workdir as one row (usually there is just one).
+
+    Means are weighted by their counts; the std is that of all the pooled
+    values (from the groups' means and stds), so that a band can be drawn.
+    """
     if len(rows) == 1:
         return rows[0]
     n = sum(r["n"] for r in rows)
@@ -57,18 +64,39 @@ def _pool(rows: Sequence[Mapping]) -> Mapping:
         "n": n,
         "n_failed": sum(r["n_failed"] for r in rows),
     }
-    for key, count in [(k, "n") for k in STAT_KEYS] + [("barrier", "barrier_n")]:
-        got = [r for r in rows if r[count] and r[f"{key}_mean"] is not None]
+    for key in (*STAT_KEYS, "barrier"):
+        count = f"{key}_n"
+        got = [r for r in rows if r.get(count, r["n"]) and r[f"{key}_mean"] is not None]
         got = [r for r in got if math.isfinite(r[f"{key}_mean"])]
         if not got:
             out.update({f"{key}_{st}": None if key == "barrier" else math.nan for st in STATS})
+            out[count] = 0
             continue
-        w = sum(r[count] for r in got)
-        out[f"{key}_mean"] = sum(r[f"{key}_mean"] * r[count] for r in got) / w
-        out[f"{key}_std"] = math.nan
+        ns = [r.get(count, r["n"]) for r in got]
+        w = sum(ns)
+        mean = sum(r[f"{key}_mean"] * k for r, k in zip(got, ns)) / w
+        ss = sum(
+            (k - 1) * (r[f"{key}_std"] if k > 1 else 0.0) ** 2 + k * (r[f"{key}_mean"] - mean) ** 2
+            for r, k in zip(got, ns)
+        )
+        out[f"{key}_mean"] = mean
+        out[f"{key}_std"] = math.sqrt(ss / (w - 1)) if w > 1 else 0.0
         out[f"{key}_min"] = min(r[f"{key}_min"] for r in got)
         out[f"{key}_max"] = max(r[f"{key}_max"] for r in got)
+        out[count] = w
     return out
+
+
+def band_edges(rows: Sequence[Mapping], key: str, kind: str = "ci") -> tuple:
+    """``(lo, hi)`` arrays: the band ``kind`` of metric ``key`` at each row (unscaled).
+
+    Uses the rows' ``<key>_mean``, ``_std``, ``_min``, ``_max`` and ``_n`` (the
+    number of trials with the metric; ``n`` when absent), see
+    :func:`lth_jax.report.stats.band`.
+    """
+    col = lambda stat: [r.get(f"{key}_{stat}") for r in rows]
+    n = [r.get(f"{key}_n", r.get("n")) for r in rows]
+    return band(col("mean"), col("std"), n, col("min"), col("max"), kind)
 
 
 def arm_lines(rows: Sequence[Mapping]) -> dict[str, list[Mapping]]:
@@ -98,16 +126,18 @@ def plot_report(
     path: str,
     title: str | None = None,
     dpi: int = 120,
+    band: str = "ci",
 ) -> str:
     """Draw the report figure for ``series = [(label, rows), ...]`` into ``path``.
 
     One series is one workdir (``rows`` from :func:`lth_jax.report.lottery.summarize`). With one
-    series, lines are labelled by arm; with several, ``<label>:<arm>``, colour
+    series, lines are labelled by arm; with several, ``<label>: <arm>``, colour
     by arm and marker/line style by series. Panels: final test accuracy, test
     accuracy at early stop, early-stop step and, when some row has one, the
     test-error barrier, all against % weights remaining. Each series' round-0
     rows are its dense reference (marker and dashed line) and the first point
-    of each of its arms' lines. Uses the Agg canvas directly (no pyplot, no
+    of each of its arms' lines. ``band`` picks the shaded band
+    (:func:`band_edges`). Uses the Agg canvas directly (no pyplot, no
     global backend change). Returns ``path``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -116,6 +146,8 @@ def plot_report(
     from matplotlib.patches import Patch
     from matplotlib.ticker import FixedLocator, NullFormatter
 
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; bands are {', '.join(BANDS)}")
     multi = len(series) > 1
     with_barrier = any(has_barrier(rows) for _, rows in series)
     panels = [
@@ -184,12 +216,13 @@ def plot_report(
             own = [r for r in arm_rows if r["arm"] == arm]
             x = np.array([100 * r["density"] for r in arm_rows])
             color = arm_colors[arm]
-            line_label = f"{label}:{arm}" if multi else str(arm)
+            line_label = f"{label}: {arm_label(arm)}" if multi else arm_label(arm)
             n_failed = sum(r["n_failed"] for r in own)
             if n_failed:
                 line_label += f" ({n_failed} failed)"
             for ax, (key, _, _, scale) in zip(axes, panels):
-                y, lo, hi = (values(arm_rows, key, st) * scale for st in ("mean", "min", "max"))
+                y = values(arm_rows, key, "mean") * scale
+                lo, hi = (scale * e for e in band_edges(arm_rows, key, band))
                 # Failed trials: an x at the bottom of the panel, at their density.
                 fx = [100 * r["density"] for r in own if r["n_failed"]]
                 if fx:
@@ -252,7 +285,7 @@ def plot_report(
         legend_handles.append(Line2D([], [], ls="none", marker="x", mew=2, ms=8, color="gray"))
         legend_labels.append("failed trials (non-finite loss)")
     legend_handles.append(Patch(color="gray", alpha=0.25))
-    legend_labels.append("band: min-max over trials")
+    legend_labels.append(f"band: {BANDS[band]}")
     # As many columns as fit the figure width (about 11 characters an inch at this size).
     budget = fig.get_figwidth() * 11
     widths = sorted((len(lab) + 7 for lab in legend_labels), reverse=True)

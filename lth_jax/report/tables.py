@@ -11,7 +11,20 @@ from collections.abc import Sequence
 
 from lth_jax.report.stats import finite
 
-__all__ = ["markdown_table", "pct", "format_density"]
+__all__ = ["markdown_table", "pct", "format_density", "ARM_LABELS", "arm_label"]
+
+#: Readable names of the lottery arms, for figures and notes (tables keep the ids).
+ARM_LABELS = {
+    "ticket": "ticket",
+    "reinit": "random re-init",
+    "random_mask": "random pruning",
+    "dense": "dense",
+}
+
+
+def arm_label(arm) -> str:
+    """The readable name of an arm (:data:`ARM_LABELS`), else the arm id itself."""
+    return ARM_LABELS.get(arm, str(arm))
 
 
 def markdown_table(

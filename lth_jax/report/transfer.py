@@ -8,8 +8,11 @@ and ``source_test_accuracy``. Failed records (:func:`lth_jax.report.stats.is_fai
 are counted and left out of every statistic.
 
 The report (:func:`write_report`): a summary table (one row per size and
-arm), paired effects between arms (:func:`effects`), and a figure of test
-accuracy against the number of target training examples.
+arm), paired effects between arms (:func:`effects`: mean difference, its 95%
+CI and the wins, by the rules of :mod:`lth_jax.report.paired`), a figure of
+test accuracy against the number of target training examples (its band
+chosen, :data:`lth_jax.report.stats.BANDS`), and ``summary.json`` with the
+rows of both tables.
 """
 
 from __future__ import annotations
@@ -21,8 +24,17 @@ import numpy as np
 
 from lth_jax.checks import get
 from lth_jax.report import files
-from lth_jax.report.stats import group_by_arm, is_failed, metric_stats, trial_stats
-from lth_jax.report.tables import markdown_table, pct
+from lth_jax.report.paired import by_trial, compare
+from lth_jax.report.stats import (
+    BANDS,
+    CI_LEVEL,
+    band,
+    group_by_arm,
+    is_failed,
+    metric_stats,
+    trial_stats,
+)
+from lth_jax.report.tables import arm_label, markdown_table, pct
 
 __all__ = [
     "load_records",
@@ -30,6 +42,7 @@ __all__ = [
     "format_table",
     "effects",
     "format_effects",
+    "summary_data",
     "train_size_label",
     "write_report",
 ]
@@ -126,24 +139,27 @@ _EFFECTS = (
 def effects(records: Sequence[Mapping]) -> list[dict]:
     """Paired (same size and trial) differences of final test accuracy between arms.
 
-    Rows ``{size_index, train_size, n_train, effect, a, b, n, mean, std, wins}``
-    (``wins``: trials where ``a`` beat ``b``), for the pairs of ``_EFFECTS``
-    present in ``records``; failed records are left out.
+    Rows ``{size_index, train_size, n_train, effect, a, b, trials, n, mean,
+    std, ci_low, ci_high, wins, ties, losses}`` for the pairs of ``_EFFECTS``
+    with at least one pair in ``records``: the paired trials, the mean and
+    sample std of ``a - b``, its 95% CI (``nan`` below 2 pairs), the trials
+    where ``a`` beat ``b``, tied with it or lost
+    (:func:`lth_jax.report.paired.compare`). A trial that failed in either arm
+    is left out of both; a later record for the same (size, arm, trial) wins.
     """
-    by = {(int(r["size_index"]), r["arm"], int(r["trial"])): r for r in records if not is_failed(r)}
+    groups: dict[tuple[int, str], list[Mapping]] = {}
+    for r in records:
+        groups.setdefault((int(r["size_index"]), r["arm"]), []).append(r)
     sizes = sorted({int(r["size_index"]) for r in records})
     info = {int(r["size_index"]): r for r in records}
     out = []
     for i in sizes:
         for label, a, b in _EFFECTS:
-            trials = sorted(t for (j, arm, t) in by if j == i and arm == a and (i, b, t) in by)
-            if not trials:
+            if (i, a) not in groups or (i, b) not in groups:
                 continue
-            d = [
-                by[(i, a, t)]["final_test_accuracy"] - by[(i, b, t)]["final_test_accuracy"]
-                for t in trials
-            ]
-            st = trial_stats(d)
+            c = compare(by_trial(groups[(i, a)]), by_trial(groups[(i, b)]), "final_test_accuracy")
+            if not c["n"]:
+                continue
             out.append(
                 {
                     "size_index": i,
@@ -152,10 +168,7 @@ def effects(records: Sequence[Mapping]) -> list[dict]:
                     "effect": label,
                     "a": a,
                     "b": b,
-                    "n": len(d),
-                    "mean": st["mean"],
-                    "std": st["std"],
-                    "wins": int(sum(x > 0 for x in d)),
+                    **c,
                 }
             )
     return out
@@ -163,34 +176,46 @@ def effects(records: Sequence[Mapping]) -> list[dict]:
 
 def format_effects(rows: Sequence[Mapping]) -> str:
     """The rows of :func:`effects` as a markdown table (differences in percentage points)."""
-    header = [*_SIZE_COLUMNS, "effect (a - b)", "trials", "Δ final test acc (pp)", "a wins"]
-    body = [
-        [
-            *_size_cells(r),
-            f"{r['effect']}: {r['a']} - {r['b']}",
-            str(r["n"]),
-            f"{100 * r['mean']:+.2f}" + (f" ± {100 * r['std']:.2f}" if r["n"] > 1 else ""),
-            f"{r['wins']}/{r['n']}",
-        ]
-        for r in rows
+    header = [
+        *_SIZE_COLUMNS,
+        "effect (a - b)",
+        "trials",
+        "Δ final test acc (pp)",
+        "95% CI (pp)",
+        "a wins",
     ]
-    return markdown_table(header, body, [False, True, False, True, True, True])
+    body = []
+    for r in rows:
+        n = r["n"]
+        ci = "-" if n < 2 else f"[{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}]"
+        body.append(
+            [
+                *_size_cells(r),
+                f"{r['effect']}: {r['a']} - {r['b']}",
+                str(n),
+                f"{100 * r['mean']:+.2f}" + (f" ± {100 * r['std']:.2f}" if n > 1 else ""),
+                ci,
+                f"{r['wins']}/{n}" + (f" ({r['ties']} tied)" if r["ties"] else ""),
+            ]
+        )
+    return markdown_table(header, body, [False, True, False, True, True, True, True])
 
 
 def _is_ticket(row: Mapping) -> bool:
     return row.get("phase") == "ticket"
 
 
-def _plot(rows, path, title):
+def _plot(rows, path, title, band_kind="ci"):
     """Test accuracy against target training examples (log): one line per arm.
 
     Panels: the fine-tune arms (final test accuracy), then the ticket arms
     (``phase: ticket``) with ``scratch`` as a dense reference when there are
     ticket arms, else the fine-tune arms at early stop. Line = mean, band =
-    min-max over trials.
+    ``band_kind`` (:func:`lth_jax.report.stats.band`), named in each legend.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     ticket_arms = {r["arm"] for r in rows if _is_ticket(r)}
@@ -214,22 +239,27 @@ def _plot(rows, path, title):
                 continue
             x = [r["n_train"] for r in rs]
             y = [100 * r[f"{key}_mean"] for r in rs]
-            lo = [100 * r[f"{key}_min"] for r in rs]
-            hi = [100 * r[f"{key}_max"] for r in rs]
+            col = lambda stat, rs=rs, key=key: [r[f"{key}_{stat}"] for r in rs]
+            edges = band(col("mean"), col("std"), col("n"), col("min"), col("max"), band_kind)
+            lo, hi = (100 * e for e in edges)
             base = arm.split("+")[0]
             ls = "--" if base == "scratch" else ("-" if base == "pretrained" else ":")
             marker = "o" if "dropout" in arm else ("s" if arm in ticket_arms else "^")
             if "l2sp" in arm:
                 marker = "D"
             dens = rs[0]["density"]
-            name = arm if dens >= 0.9995 else f"{arm} ({100 * dens:.3g}% weights)"
+            name = arm_label(arm)
+            name = name if dens >= 0.9995 else f"{name} ({100 * dens:.3g}% weights)"
             ax.plot(x, y, ls, marker=marker, label=name, color=colors[arm])
             ax.fill_between(x, lo, hi, color=colors[arm], alpha=0.1)
         ax.set_xscale("log")
         ax.set_xlabel("target training examples (log)")
         ax.set_title(f"{what}: target test accuracy, {label}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Patch(color="gray", alpha=0.2))
+        labels.append(f"band: {BANDS[band_kind]}")
+        ax.legend(handles, labels, fontsize=8, loc="lower right")
     axes[0].set_ylabel("test accuracy (%)")
     fig.suptitle(title)
     fig.tight_layout()
@@ -271,25 +301,47 @@ def _config_line(cfg: Mapping | None, ticket_arms: set[str]) -> str:
     return "; ".join(parts)
 
 
-_NOTES = (
-    "Accuracies in % on the whole target test split, mean ± sample std (ddof=1) over trials; "
-    "`min - max` over trials. Each trial draws its own target training subset (data seed "
-    "`seed + trial`), so the spread includes which examples were drawn; the arms of one "
-    "trial share the subset, the target init (the new head), the data order and the dropout "
-    "keys. `test acc at early stop`: at the evaluation with the lowest validation loss "
-    "(the validation split is carved from the target training split and is not part of "
-    "`n_train`). Effects are paired differences a - b over trials, in percentage points; "
-    "`a wins` counts trials where a was better. Figure: line = mean, band = min-max."
-)
+def _notes(band_kind: str) -> str:
+    return (
+        "Accuracies in % on the whole target test split, mean ± sample std (ddof=1) over "
+        "trials; `min - max` over trials. Each trial draws its own target training subset "
+        "(data seed `seed + trial`), so the spread includes which examples were drawn; the "
+        "arms of one trial share the subset, the target init (the new head), the data order "
+        "and the dropout keys. `test acc at early stop`: at the evaluation with the lowest "
+        "validation loss (the validation split is carved from the target training split and "
+        "is not part of `n_train`). Effects are paired differences a - b over the trials ok "
+        "in both arms (a trial failed in either arm is dropped from both), in percentage "
+        "points, mean ± sample std of the differences; 95% CI: mean ± t(0.975, n-1) · s / "
+        "√n (Student t over trials; left out below 2 pairs), no correction for the number of "
+        "comparisons; `a wins` counts trials where a was better, ties (equal accuracies) "
+        f"count as neither and are shown as `(t tied)`. Figure: line = mean, band = "
+        f"{BANDS[band_kind]}; `random_mask` is drawn as random pruning."
+    )
 
 
-def write_report(workdir: str, out_dir: str | os.PathLike | None = None) -> str:
-    """Writes ``report.md`` and ``report.png`` of a transfer workdir; returns the tables.
+def summary_data(rows: Sequence[Mapping], eff: Sequence[Mapping]) -> dict:
+    """The content of ``summary.json``: the summary rows and the effects' rows."""
+    return {
+        "kind": "transfer",
+        "units": "accuracies and their differences as fractions (0-1), as in metrics.jsonl",
+        "ci_level": CI_LEVEL,
+        "summary": list(rows),
+        "effects": list(eff),
+    }
+
+
+def write_report(workdir: str, out_dir: str | os.PathLike | None = None, band: str = "ci") -> str:
+    """Writes ``report.md``, ``report.png`` and ``summary.json`` of a transfer workdir.
+
+    Returns the tables. ``band``: the figure's band around the mean (a key of
+    :data:`lth_jax.report.stats.BANDS`).
 
     Raises:
-      ValueError: no ``metrics.jsonl`` or no transfer record in it, or an
-        unreadable ``config.json``.
+      ValueError: no ``metrics.jsonl`` or no transfer record in it, an
+        unreadable ``config.json``, or an unknown ``band``.
     """
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; bands are {', '.join(BANDS)}")
     workdir = os.fspath(workdir)
     records = load_records(workdir)
     rows = summarize(records)
@@ -299,7 +351,7 @@ def write_report(workdir: str, out_dir: str | os.PathLike | None = None) -> str:
         raise ValueError(f"{workdir}: {err}")
     out = files.out_dir_for(workdir, out_dir)
     title = f"Transfer report: {files.labels([workdir])[0]}"
-    _plot(rows, os.path.join(out, files.REPORT_PNG), title)
+    _plot(rows, os.path.join(out, files.REPORT_PNG), title, band)
     src_acc = sorted(
         {
             (r["trial"], r["source_test_accuracy"])
@@ -323,7 +375,8 @@ def write_report(workdir: str, out_dir: str | os.PathLike | None = None) -> str:
     md += ["## Target test accuracy", "", table, ""]
     if eff:
         md += ["## Effects (paired by trial)", "", format_effects(eff), ""]
-    files.write_markdown(out, md, title, _NOTES)
+    files.write_markdown(out, md, title, _notes(band))
+    files.write_summary(out, summary_data(rows, eff))
     return text
 
 

@@ -36,7 +36,7 @@ __all__ = [
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 TIMING = "timing.jsonl"
-REPORT_FILES = ("report.md", "report.png")
+REPORT_FILES = ("report.md", "report.png", "summary.json")
 LOCK = ".lth-jax.lock"
 #: The entries of a workdir that are folders (every other entry lth-jax writes is a file).
 FOLDERS = ("checkpoints", "source", "target_imp")
