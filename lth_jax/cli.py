@@ -372,7 +372,9 @@ def _run(argv) -> int:
     if parallel.is_main():
         text = k.report(workdir)
         print(text)
-        print(f"wrote {os.path.join(workdir, 'metrics.jsonl')}, report.md, summary.json and report.png")
+        print(
+            f"wrote {os.path.join(workdir, 'metrics.jsonl')}, report.md, summary.json and report.png"
+        )
     return 0
 
 
