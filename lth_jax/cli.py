@@ -372,9 +372,8 @@ def _run(argv) -> int:
     if parallel.is_main():
         text = k.report(workdir)
         print(text)
-        print(
-            f"wrote {os.path.join(workdir, 'metrics.jsonl')}, report.md, summary.json and report.png"
-        )
+        metrics = os.path.join(workdir, "metrics.jsonl")
+        print(f"wrote {metrics}, report.md, summary.json and report.png")
     return 0
 
 
