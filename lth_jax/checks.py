@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "ConfigError",
+    "first_line",
     "is_int",
     "is_number",
     "integer",
@@ -46,6 +47,17 @@ class ConfigError(ValueError):
     def __init__(self, msg: str = ""):
         lines = [line.strip() for line in str(msg).splitlines() if line.strip()]
         super().__init__("; ".join(lines))
+
+
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """The first non-empty line of ``e``'s message (cut at ``limit`` characters), or its type.
+
+    Example:
+      >>> first_line(ValueError("shapes differ\\nmore detail"))
+      'shapes differ'
+    """
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(e).__name__
 
 
 def is_int(v) -> bool:

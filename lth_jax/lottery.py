@@ -44,8 +44,8 @@ import numpy as np
 
 from lth_jax import arms as arms_lib
 from lth_jax import checkpoint as ckpt_lib
+from lth_jax import checks, data, models, parallel, pruning, rng
 from lth_jax import config as config_lib
-from lth_jax import data, models, parallel, pruning, rng
 from lth_jax import masks as masks_lib
 from lth_jax import workdir as wd
 from lth_jax.curves import curve_fields
@@ -119,10 +119,9 @@ class Experiment:
         except Exception as e:  # noqa: BLE001 - a failure to trace: the model does not fit
             what = f"{c.dataset.name} (inputs {self.dataset.train_x.shape[1:]})"
             what += " with dataset.augment" if c.dataset.augment else ""
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise config_lib.ConfigError(
                 f"model {c.model.name} (model.kwargs {config_lib.model_kwargs(c)}) does not fit "
-                f"{what}: {first}"
+                f"{what}: {checks.first_line(e, 200)}"
             ) from None
         layer_rates = _layer_rates(c)
         try:

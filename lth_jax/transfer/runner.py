@@ -19,8 +19,8 @@ import optax
 
 from lth_jax import arms as arms_lib
 from lth_jax import checkpoint as ckpt_lib
+from lth_jax import checks, data, lottery, models, parallel, rng
 from lth_jax import config as config_lib
-from lth_jax import data, lottery, models, parallel, rng
 from lth_jax import masks as masks_lib
 from lth_jax import workdir as wd
 from lth_jax.curves import curve_fields
@@ -186,7 +186,7 @@ def _target_dataset(config, size, trial: int):
             seed=int(config.seed) + trial,
         )
     except (ValueError, data.DatasetUnavailableError) as e:
-        raise config_lib.ConfigError(f"target: {str(e).splitlines()[0]}") from None
+        raise config_lib.ConfigError(f"target: {checks.first_line(e)}") from None
 
 
 def _check_target(config) -> None:
@@ -211,10 +211,9 @@ def _check_target(config) -> None:
             progress=False,
         ).check()
     except Exception as e:  # noqa: BLE001 - a failure to trace: the model does not fit
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise config_lib.ConfigError(
             f"model {config.model.name} does not fit the target {config.target.name} "
-            f"(inputs {ds.train_x.shape[1:]}): {first}"
+            f"(inputs {ds.train_x.shape[1:]}): {checks.first_line(e, 200)}"
         ) from None
 
 
