@@ -38,7 +38,6 @@ from __future__ import annotations
 import copy
 import difflib
 import math
-import re
 from collections.abc import Mapping
 
 import ml_collections
@@ -46,6 +45,8 @@ import ml_collections
 from lth_jax import arms, checks, data, models, rng
 from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
+from lth_jax.config_checks import check_layer_rates, check_model_kwargs, is_seq
+from lth_jax.curves import EARLY_STOP_METRICS
 from lth_jax.optim import OPTIMIZERS, SCHEDULES
 from lth_jax.pruning import SCOPES
 
@@ -125,6 +126,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 100
     c.train.eval_every = 100
     c.train.eval_batch_size = 1000
+    c.train.early_stop_metric = "val_loss"  # val_loss | val_accuracy (lth_jax.curves)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"  # sgd | momentum | adam | adamw
@@ -276,65 +278,6 @@ def _check_unknown_keys(c) -> None:
             raise ConfigError(f"unknown config key {key}{hint}")
 
 
-def _is_seq(v) -> bool:
-    return isinstance(v, tuple | list)
-
-
-def _check_layer_rates(pairs) -> None:
-    example = "(('head', 0.1),)"
-    if not _is_seq(pairs):
-        raise ConfigError(
-            f"imp.layer_rates must be a sequence of (regex, rate) pairs such as {example}, "
-            f"got {pairs!r}"
-        )
-    seen = set()
-    for entry in pairs:
-        if not _is_seq(entry) or len(entry) != 2 or not isinstance(entry[0], str):
-            raise ConfigError(
-                f"imp.layer_rates entries must be (regex, rate) pairs such as {example}, "
-                f"got {entry!r}"
-            )
-        pattern, rate = entry
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ConfigError(
-                f"imp.layer_rates: {pattern!r} is not a valid regular expression ({e})"
-            ) from None
-        checks.number(rate, f"imp.layer_rates[{pattern!r}]", 0, 1, error=ConfigError)
-        if pattern in seen:
-            raise ConfigError(f"imp.layer_rates gives the pattern {pattern!r} twice")
-        seen.add(pattern)
-
-
-def _check_model_kwargs(c, model_name: str) -> None:
-    kwargs = c.model.kwargs
-    if not hasattr(kwargs, "keys"):
-        raise ConfigError(f"model.kwargs must be a block of model attributes, got {kwargs!r}")
-    for key, value in kwargs.items():
-        name, want = f"model.kwargs.{key}", MODEL_KWARGS[key]
-        if value is None:
-            continue
-        if want is int:
-            checks.integer(value, name, 0, error=ConfigError)
-        elif want is float:
-            lo, hi = (0, 1) if key.endswith("dropout") else (0, math.inf)
-            checks.number(value, name, lo, hi, error=ConfigError)
-        elif want is bool:
-            checks.boolean(value, name, error=ConfigError)
-        elif want is str and not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {value!r}")
-        elif want is tuple and not _is_seq(value):
-            raise ConfigError(f"{name} must be a tuple such as (100, 100), got {value!r}")
-    valid = models.kwargs_for(model_name)
-    for key in model_kwargs(c):
-        if key not in valid:
-            raise ConfigError(
-                f"model.kwargs.{key} is not an attribute of model {model_name!r}; "
-                f"its attributes are {', '.join(valid)}"
-            )
-
-
 def validate(c) -> None:
     """Checks every value the runners read; raises :class:`ConfigError`.
 
@@ -375,7 +318,7 @@ def validate(c) -> None:
     check(checks.integer, "num_devices", 0)
     check(checks.boolean, "progress")
     arms = value("arms")
-    if not _is_seq(arms):
+    if not is_seq(arms):
         raise ConfigError(f"arms must be a list of {', '.join(ARMS)}; got {arms!r}")
     arms = tuple(arms)
     if not arms or any(a not in ARMS for a in arms):
@@ -399,18 +342,19 @@ def validate(c) -> None:
     check(checks.boolean, "dataset.augment")
     classes = value("dataset.classes")
     if classes is not None and (
-        not _is_seq(classes) or not classes or not all(checks.is_int(x) and x >= 0 for x in classes)
+        not is_seq(classes) or not classes or not all(checks.is_int(x) and x >= 0 for x in classes)
     ):
         raise ConfigError(
             f"dataset.classes must be None or a list of class labels >= 0, got {classes!r}"
         )
     model_name = check(checks.choice, "model.name", models.names())
-    _check_model_kwargs(c, model_name)
+    check_model_kwargs(c, model_name, MODEL_KWARGS)
 
     steps = check(checks.integer, "train.steps", 1)
     check(checks.integer, "train.batch_size", 1)
     every = check(checks.integer, "train.eval_every", 1)
     check(checks.integer, "train.eval_batch_size", 1)
+    check(checks.choice, "train.early_stop_metric", EARLY_STOP_METRICS)
     if steps % every:
         raise ConfigError(f"train.eval_every must divide train.steps={steps}, got {every}")
 
@@ -423,7 +367,7 @@ def validate(c) -> None:
     if w > steps:
         raise ConfigError(f"optimizer.warmup_steps must be <= train.steps={steps}, got {w}")
     bounds = value("optimizer.step_boundaries")
-    if not _is_seq(bounds):
+    if not is_seq(bounds):
         raise ConfigError(
             f"optimizer.step_boundaries must be a list of fractions in (0, 1), got {bounds!r}"
         )
@@ -440,7 +384,7 @@ def validate(c) -> None:
     if rounds > 0 and rate == 0 and one_shot is None:
         raise ConfigError("imp.prune_rate must be in (0, 1) when imp.rounds > 0, got 0")
     check(checks.choice, "imp.scope", SCOPES)
-    _check_layer_rates(value("imp.layer_rates"))
+    check_layer_rates(value("imp.layer_rates"))
     k = check(checks.integer, "imp.rewind_step", 0)
     if k >= steps:
         raise ConfigError(

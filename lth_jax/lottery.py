@@ -262,7 +262,7 @@ class Experiment:
                     "layer_density": {p: int(v[j]) / sizes[p] for p, v in alive.items()},
                     "start_step": int(start),
                     "train_steps": int(self.config.train.steps - start),
-                    **curve_fields(out.curves, j),
+                    **curve_fields(out.curves, j, self.config.train.early_stop_metric),
                 }
             )
         return records

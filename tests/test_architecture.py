@@ -145,7 +145,7 @@ def test_config_and_report_import_no_runner():
 LAYERS = [
     ("command", ["lth_jax.cli", "lth_jax.kinds"]),
     ("runners", ["lth_jax.lottery", "lth_jax.instability", "lth_jax.transfer"]),
-    ("configs", ["lth_jax.config", "lth_jax.transfer.config"]),
+    ("configs", ["lth_jax.config", "lth_jax.config_checks", "lth_jax.transfer.config"]),
     ("arms", ["lth_jax.arms"]),
     ("engine and reports", ["lth_jax.train", "lth_jax.loop", "lth_jax.optim", "lth_jax.curves"]),
     ("files", ["lth_jax.workdir", "lth_jax.checkpoint"]),

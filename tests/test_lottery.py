@@ -128,6 +128,22 @@ def test_early_stop_step_is_argmin_of_recorded_val_losses(two_rounds):
     assert early_stop([2.0, float("nan"), 1.0, 1.0], [5, 6, 7, 8]) == (2, 7)
 
 
+def test_early_stop_on_validation_accuracy():
+    """train.early_stop_metric=val_accuracy: the first step of the highest validation accuracy."""
+    c = tiny_config(**{"imp.rounds": 0, "train.early_stop_metric": "val_accuracy"})
+    (rec,) = [r for r in lottery.Experiment(c).dense_round()[1] if r["trial"] == 0]
+    acc = rec["val_accuracy_curve"]
+    i = int(np.argmax(acc))
+    assert rec["best_val_step"] == rec["eval_steps"][i]
+    assert rec["test_accuracy_at_best_val"] == rec["test_accuracy_curve"][i]
+    assert rec["final_val_accuracy"] == acc[-1]
+    assert early_stop([0.5, float("nan"), 0.7, 0.7], [5, 6, 7, 8], "val_accuracy") == (2, 7)
+    assert early_stop([0.5, 0.7], [1, 2]) == (0, 1)  # the same curve as a loss: the minimum
+    c.train.early_stop_metric = "test_accuracy"
+    with pytest.raises(config_lib.ConfigError, match="early_stop_metric"):
+        config_lib.validate(c)
+
+
 def test_masks_change_between_rounds_without_recompiling(exp, two_rounds):
     before = exp.engine.compilations
     s0, s1, _, _ = two_rounds
