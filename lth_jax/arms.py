@@ -14,7 +14,17 @@ arm                         mask                            weights
 ``reinit``                  this round's mask               a fresh init
 ``random_mask``             random, with the same per-      the rewind source
                             layer counts
+``one_shot``                the trained *dense* network     the rewind source
+                            magnitude-pruned at once to     (``weights`` mode), or
+                            the mask's per-layer counts     the trained dense weights
+                                                            (``lr``/``finetune``)
 ==========================  ==============================  ========================
+
+``one_shot`` is Frankle & Carbin's one-shot pruning at the ticket's densities:
+in round ``r`` it keeps, in every layer, as many weights as the ticket keeps,
+the ones largest in magnitude after the dense training of round 0
+(:func:`lth_jax.pruning.top_scores_like`, ties by position), so iterative and
+one-shot pruning are compared at exactly the same per-layer densities.
 
 Transfer uses the same functions under its own names, with its own inputs
 (:mod:`lth_jax.transfer.runner`): ``pretrained`` and ``ticket_source`` are
@@ -35,6 +45,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from lth_jax import pruning
 
@@ -55,6 +66,9 @@ class ArmInputs(NamedTuple):
         ``purpose`` (see :mod:`lth_jax.rng`).
       prev: the previous round's state (``{"init", "rewind", "ticket", ...}``),
         or ``None``.
+      dense: ``dense()`` -> ``(params, batch_stats)`` of the trained dense
+        network (round 0), or ``None`` where a run does not keep it.
+      rewind: ``imp.rewind`` (``weights``, ``lr`` or ``finetune``).
     """
 
     source: Callable[[], tuple[Any, Any]]
@@ -62,6 +76,8 @@ class ArmInputs(NamedTuple):
     fresh: Callable[[], tuple[Any, Any]]
     key: Callable[[str], jax.Array]
     prev: Any = None
+    dense: Callable[[], tuple[Any, Any]] | None = None
+    rewind: str = "weights"
 
 
 ArmFn = Callable[[ArmInputs], tuple[Any, Any, Any]]
@@ -69,7 +85,7 @@ ArmFn = Callable[[ArmInputs], tuple[Any, Any, Any]]
 _REGISTRY: dict[str, ArmFn] = {}
 
 #: The arms of an IMP run (``config.arms``), in the order the docs list them.
-LOTTERY_ARMS = ("ticket", "reinit", "random_mask")
+LOTTERY_ARMS = ("ticket", "reinit", "random_mask", "one_shot")
 
 
 def register(*names: str) -> Callable[[ArmFn], ArmFn]:
@@ -126,3 +142,24 @@ def random_mask(inputs: ArmInputs):
     """A random mask with the mask's per-layer counts (key purpose ``random_mask``), rewound."""
     params, batch_stats = inputs.source()
     return params, batch_stats, _random_masks(inputs.key("random_mask"), inputs.mask)
+
+
+_top_like = jax.jit(jax.vmap(pruning.top_scores_like))
+
+
+@register("one_shot")
+def one_shot(inputs: ArmInputs):
+    """The trained dense network pruned in one shot to the mask's per-layer counts, rewound.
+
+    Key-free: the mask is a function of the dense training of round 0 and of
+    this round's ticket counts only.
+    """
+    if inputs.dense is None:
+        raise ValueError("arm 'one_shot' needs the trained dense network (ArmInputs.dense)")
+    dense_params, dense_bs = inputs.dense()
+    mask = _top_like(jax.tree.map(jnp.abs, dense_params), inputs.mask)
+    if inputs.rewind == "weights":
+        params, batch_stats = inputs.source()
+    else:
+        params, batch_stats = dense_params, dense_bs
+    return params, batch_stats, mask

@@ -182,6 +182,8 @@ class Experiment:
             "rewind": {"params": out.snapshot[0], "batch_stats": out.snapshot[1]},
             "ticket": {"mask": mask, "params": out.params, "batch_stats": out.batch_stats},
         }
+        if "one_shot" in self.config.arms:  # one-shot pruning ranks the trained dense weights
+            state["dense"] = {"params": out.params, "batch_stats": out.batch_stats}
         return state, self._records(0, ["dense"], mask, out, start=0)
 
     def round_inputs(self, prev, round_: int):
@@ -202,6 +204,10 @@ class Experiment:
             fresh=lambda: self.engine.init(self.keys(round_, "reinit")),
             key=lambda purpose: self.keys(round_, purpose),
             prev=prev,
+            dense=(lambda: (prev["dense"]["params"], prev["dense"].get("batch_stats", {})))
+            if "dense" in prev
+            else None,
+            rewind=c.imp.rewind,
         )
         per_arm = {arm: arms_lib.get(arm)(inputs) for arm in c.arms}
         arms = list(per_arm)
@@ -223,6 +229,7 @@ class Experiment:
         i = arms.index("ticket")
         tp, tb = out.params, out.batch_stats
         state = {
+            **({"dense": prev["dense"]} if "dense" in prev else {}),
             "init": prev["init"],
             "rewind": prev["rewind"],
             "ticket": {"mask": part(mask, i), "params": part(tp, i), "batch_stats": part(tb, i)},

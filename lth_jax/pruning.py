@@ -50,6 +50,7 @@ __all__ = [
     "magnitude_prune",
     "random_prune",
     "random_mask_like",
+    "top_scores_like",
     "rate_for_density",
     "resolve_layer_rates",
     "check_rate",
@@ -328,3 +329,37 @@ def rate_for_density(current_density: float, target_density: float) -> float:
             f"got {target_density!r}"
         )
     return 1.0 - target_density / current_density
+
+
+def top_scores_like(scores, mask, prunable=None):
+    """The mask keeping, in each prunable leaf, ``mask``'s count of the highest ``scores``.
+
+    The per-layer counts come from ``mask`` (for example this round's
+    ticket), the positions from ``scores`` (a pytree shaped like the params):
+    with ``n`` weights and ``a`` alive in a leaf of ``mask``, the ``n - a``
+    lowest scores are removed, ties removed in position order as in
+    :func:`magnitude_prune`. One-shot magnitude pruning at the ticket's
+    per-layer densities is ``top_scores_like(abs(trained dense params),
+    ticket_mask)``. Non-prunable leaves are ``mask``'s, unchanged.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> s = {"kernel": jnp.array([[0.3, 0.1, 0.2, 0.4]])}
+      >>> m = {"kernel": jnp.array([[True, True, False, False]])}
+      >>> top_scores_like(s, m)["kernel"].tolist()
+      [[True, False, False, True]]
+    """
+    flags = jax.tree.leaves(masks_lib.prunable_tree(mask, prunable))
+    leaves, treedef = jax.tree.flatten(mask)
+    score_leaves = treedef.flatten_up_to(scores)
+    out = []
+    for m, sc, f in zip(leaves, score_leaves, flags):
+        m = jnp.asarray(m, dtype=bool)
+        if not f:
+            out.append(m)
+            continue
+        alive = jnp.sum(m, dtype=jnp.int32)
+        order = jnp.argsort(jnp.reshape(sc, -1).astype(jnp.float32), stable=True)
+        rank = jnp.empty_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
+        out.append((rank >= m.size - alive).reshape(m.shape))
+    return jax.tree.unflatten(treedef, out)
