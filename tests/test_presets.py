@@ -42,6 +42,8 @@ ARGS = {
     "regularizers_mnist1d.py": [None, "none", "l2", "weight_decay", "l1", "dropout",
                                 "dropout_maxnorm"],
     "mnist1d_lottery.py": [None],
+    "mnist1d_lottery_notebook.py": [None],
+    "mnist1d_rewinding.py": [None, "init", "step500", "lr"],
     "mnist1d_instability.py": [None, "0", "500"],
     "resnet20_instability.py": [None, "0", "2000"],
 }  # fmt: skip
@@ -56,6 +58,8 @@ RUN = {
     "srivastava_dropout_mnist.py": None,
     "regularizers_mnist1d.py": "dropout_maxnorm",
     "mnist1d_lottery.py": None,
+    "mnist1d_lottery_notebook.py": None,
+    "mnist1d_rewinding.py": "init",
     "mnist1d_instability.py": None,
     "resnet20_instability.py": "2000",
 }
@@ -147,6 +151,7 @@ def test_bad_argument_is_refused():
         "vgg19_cifar10.py",
         "renda_resnet20.py",
         "resnet20_instability.py",
+        "mnist1d_rewinding.py",
     ):
         with pytest.raises(ValueError, match="takes"):
             _get_config(name, "bogus")
