@@ -21,6 +21,7 @@ FIGURES_DRAWN_WITH = "3.11.2"
 #: report folder -> the workdirs ``lth-jax report`` was run on.
 REPORTS = {
     "mnist1d_lottery": ["mnist1d_lottery"],
+    "mnist1d_lottery_notebook": ["mnist1d_lottery_notebook"],
     "mnist1d_instability/k0": ["mnist1d_instability/k0"],
     "mnist1d_instability/k500": ["mnist1d_instability/k500"],
     "mnist1d_instability": ["mnist1d_instability/k0", "mnist1d_instability/k500"],

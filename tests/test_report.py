@@ -43,6 +43,7 @@ def _records(seed: int = 0, barrier: bool = True) -> list[dict]:
                     "final_test_loss": float(rng.uniform(0.05, 0.2)),
                     "eval_steps": [0, 1000, 2000],
                     "val_loss_curve": [2.3, 0.3, 0.2],
+                    "test_accuracy_curve": [0.1, base + 0.01, base],
                     "status": "ok",
                     "wall_time_s": 1.5,
                 }
@@ -754,3 +755,52 @@ def test_transfer_effects_ci_and_summary(tmp_path):
     assert summary["kind"] == "transfer"
     assert len(summary["summary"]) == 6 and len(summary["effects"]) == len(eff)
     assert summary["effects"][0]["trials"] == [1, 2]  # size 0, scratch trial 0 failed
+
+
+def test_max_test_accuracy_over_the_curve(workdir):
+    recs = report.load_records(workdir)
+    rows = report.summarize(recs)
+    key = report.lottery.CURVE_MAX
+    for row in rows:
+        ok = [
+            r
+            for r in recs
+            if (r["round"], r["arm"]) == (row["round"], row["arm"]) and r["status"] == "ok"
+        ]
+        maxes = [max(r["test_accuracy_curve"]) for r in ok]
+        assert row[f"{key}_mean"] == pytest.approx(np.mean(maxes))
+        assert row[f"{key}_n"] == len(maxes)
+    table = report.format_table(rows)
+    assert "max test acc over curve, test-selected (mean ± std)" in table
+    r0 = rows[0]
+    assert f"{100 * r0[f'{key}_mean']:.2f} ± {100 * r0[f'{key}_std']:.2f}" in table.splitlines()[2]
+    report.write_report(workdir)
+    md = open(os.path.join(workdir, "report.md")).read()
+    assert "chosen on the test set itself" in md and "MNIST-1D lottery notebook" in md
+    # Non-finite points are skipped; no curve at all: no column, no note.
+    assert report.lottery.curve_max({"test_accuracy_curve": [0.5, None, float("nan"), 0.7]}) == 0.7
+    assert report.lottery.curve_max({"test_accuracy_curve": []}) is None
+    bare = [{k: v for k, v in r.items() if k != "test_accuracy_curve"} for r in _records()]
+    assert "max test acc over curve" not in report.format_table(report.summarize(bare))
+
+
+def test_barrier_panel_draws_each_trial_and_the_threshold(workdir, tmp_path, monkeypatch):
+    from lth_jax.report import lottery_figure
+
+    drawn = []
+    real = lottery_figure._trial_points
+    monkeypatch.setattr(
+        lottery_figure,
+        "_trial_points",
+        lambda ax, rows, c, m: (
+            drawn.append([v for r in rows for v in r["barrier_values"]]) or real(ax, rows, c, m)
+        ),
+    )
+    rows = report.summarize(report.load_records(workdir))
+    ticket = [r for r in rows if r["arm"] == "ticket"]
+    assert all(len(r["barrier_values"]) == r["barrier_n"] for r in rows)
+    report.plot_report([("exp", rows)], str(tmp_path / "f.png"))
+    assert sorted(v for vs in drawn for v in vs) == sorted(
+        v for r in ticket for v in r["barrier_values"]
+    )
+    assert lottery_figure.BARRIER_THRESHOLD == 0.02

@@ -12,6 +12,12 @@ report of its kind, with ``summary.json`` (its numbers, for programs) next to
 * a transfer workdir (:mod:`lth_jax.report.transfer`): target accuracy against
   the target training-set size, reported on its own.
 
+Every report opens with Findings generated from its paired comparisons by one
+stated rule (:mod:`lth_jax.report.findings`; for instability workdirs also the
+error barriers against the 2-point threshold), and
+:mod:`lth_jax.report.readme` writes the README's result blocks from the
+committed metrics (``python -m lth_jax.report.readme README.md``).
+
 The pieces they share: :mod:`lth_jax.report.files` (reading and writing the
 files), :mod:`lth_jax.report.stats` (failed records, statistics over trials,
 confidence intervals, the figure's bands) and :mod:`lth_jax.report.tables`

@@ -27,6 +27,14 @@ Conventions, exactly:
   ticket against every other arm and every arm against the same trial's dense
   run: mean of the per-trial differences, its 95% CI (Student t) and the wins,
   over the trials ok in both arms.
+* **Findings** (:mod:`lth_jax.report.findings`). Generated from the paired
+  comparisons by a stated rule (the 95% CI of the mean paired difference on
+  one side of 0 and at least ``ceil(0.8 n)`` wins), and for instability
+  workdirs from the barriers against the 2-point threshold; a short section
+  of ``report.md`` and ``findings`` in ``summary.json``.
+* **Max test accuracy over the curve**: the maximum of each run's
+  ``test_accuracy_curve``, a column (when the records have curves) chosen on
+  the test set, there only to compare with the MNIST-1D lottery notebook.
 * **Figure** (:mod:`lth_jax.report.lottery_figure`). Lines are the mean over
   ok trials, the band is chosen (``band``: the 95% CI of the mean by default,
   :data:`lth_jax.report.stats.BANDS`); every arm's line starts at the pooled
@@ -46,16 +54,20 @@ import numpy as np
 
 from lth_jax.checks import get
 from lth_jax.report import files
+from lth_jax.report.findings import findings_lines, lottery_findings
 from lth_jax.report.lottery_figure import plot_report
 from lth_jax.report.paired import PAIRED_NOTE, format_paired, lottery_pairs
 from lth_jax.report.stats import (
     BANDS,
     CI_LEVEL,
+    CURVE_MAX,
     STAT_KEYS,
     STATS,
+    curve_max,
     finite,
     group_by_arm,
     has_barrier,
+    has_curve,
     is_failed,
     latest,
     metric_stats,
@@ -65,15 +77,20 @@ from lth_jax.report.tables import format_density, markdown_table, pct
 
 __all__ = [
     "TABLE_COLUMNS",
+    "CURVE_MAX",
+    "curve_max",
+    "has_curve",
     "load_records",
     "summarize",
     "format_table",
     "config_summary",
+    "early_stop_metric",
     "summary_data",
     "write_report",
 ]
 
-# Table columns, in order. The barrier column appears only when some row has one.
+# Table columns, in order. The curve-maximum column appears only when some row has
+# one, the barrier column only when some row has one.
 TABLE_COLUMNS = (
     "round",
     "% weights",
@@ -82,6 +99,7 @@ TABLE_COLUMNS = (
     "final test acc (mean ± std)",
     "test acc at early stop (mean ± std)",
     "early-stop step (mean)",
+    "max test acc over curve, test-selected (mean ± std)",
     "error barrier (%)",
 )
 
@@ -135,7 +153,12 @@ def summarize(records: Iterable[Mapping]) -> list[dict]:
     over ok trials (``nan`` when there are none). ``barrier_mean``,
     ``barrier_std``, ``barrier_min``, ``barrier_max`` and ``barrier_n`` are
     computed over the ok trials that report a finite ``barrier``; they are
-    ``None`` (``barrier_n`` 0) when none does.
+    ``None`` (``barrier_n`` 0) when none does; ``barrier_values`` lists those
+    barriers (by trial, for the figure's points). The same statistics of
+    :data:`CURVE_MAX` (the maximum of each run's ``test_accuracy_curve``,
+    chosen on the test set: only there to compare with the MNIST-1D lottery
+    notebook, which reports it) are ``nan`` with ``<key>_n`` 0 when no record
+    has a curve.
 
     A later record for the same ``(round, arm, trial)`` replaces an earlier one.
     """
@@ -156,12 +179,15 @@ def summarize(records: Iterable[Mapping]) -> list[dict]:
             "failed_trials": sorted(r["trial"] for r in failed if r.get("trial") is not None),
         }
         row.update(metric_stats(ok, STAT_KEYS))
-        barriers = [v for v in (finite(r.get("barrier")) for r in ok) if v is not None]
+        row.update(metric_stats(({CURVE_MAX: curve_max(r)} for r in ok), (CURVE_MAX,)))
+        by_trial = sorted(ok, key=lambda r: (r.get("trial") is None, r.get("trial") or 0))
+        barriers = [v for v in (finite(r.get("barrier")) for r in by_trial) if v is not None]
         if barriers:
             row.update({f"barrier_{s}": v for s, v in trial_stats(barriers).items()})
         else:
             row.update({f"barrier_{s}": None for s in STATS})
         row["barrier_n"] = len(barriers)
+        row["barrier_values"] = barriers
         rows.append(row)
     return rows
 
@@ -173,16 +199,18 @@ def format_table(rows: Sequence[Mapping]) -> str:
     """Rows of :func:`summarize` as a markdown table, padded to line up in a terminal.
 
     Columns: ``round | % weights | arm | trials | final test acc (mean ± std) |
-    test acc at early stop (mean ± std) | early-stop step (mean)``, plus
-    ``error barrier (%)`` (the mean test-error barrier, in percentage points)
-    when any row has a barrier. Accuracies are percentages with 2 decimals;
+    test acc at early stop (mean ± std) | early-stop step (mean)``, plus ``max
+    test acc over curve, test-selected (mean ± std)`` when any row has a
+    curve, and ``error barrier (%)`` (the mean test-error barrier, in
+    percentage points) when any row has a barrier. Accuracies are percentages with 2 decimals;
     ``± std`` is left out for a single trial. ``trials`` is the number of ok
     trials, with ``(k failed)`` appended when some failed; a row with no ok
     trial reads ``failed``.
     """
-    with_barrier = has_barrier(rows)
-    header = list(TABLE_COLUMNS if with_barrier else TABLE_COLUMNS[:-1])
-    right = [True, True, False, True, True, True, True, True][: len(header)]
+    with_barrier, with_curve = has_barrier(rows), has_curve(rows)
+    header = list(TABLE_COLUMNS[:-2])
+    header += [TABLE_COLUMNS[-2]] * with_curve + [TABLE_COLUMNS[-1]] * with_barrier
+    right = [True, True, False] + [True] * (len(header) - 3)
     body = []
     for r in rows:
         n, nf = r["n"], r["n_failed"]
@@ -197,6 +225,9 @@ def format_table(rows: Sequence[Mapping]) -> str:
             pct(r["test_accuracy_at_best_val_mean"], r["test_accuracy_at_best_val_std"], n),
             ("failed" if n == 0 else "-") if not math.isfinite(step) else f"{step:.0f}",
         ]
+        if with_curve:
+            k = r.get(f"{CURVE_MAX}_n", 0)
+            cells.append(pct(r[f"{CURVE_MAX}_mean"], r[f"{CURVE_MAX}_std"], k) if k else "-")
         if with_barrier:
             b = r.get("barrier_mean")
             cells.append("-" if b is None else f"{100 * b:.2f}")
@@ -248,7 +279,8 @@ def config_summary(config: Mapping) -> str:
     out. Per-layer rates (``imp.layer_rates``: a ``{regex: rate}`` object or a
     list of ``[regex, rate]`` pairs) follow the prune rate, the scope and the
     rewinding are added when they are not the defaults (``layerwise``;
-    ``weights`` to step 0), and the kind when it is not ``lottery``. Returns
+    ``weights`` to step 0), the early-stop metric when it is not
+    ``val_loss``, and the kind when it is not ``lottery``. Returns
     ``""`` when nothing is found.
     """
     parts = []
@@ -272,7 +304,23 @@ def config_summary(config: Mapping) -> str:
             mode, k = get(config, "imp.rewind", None), get(config, "imp.rewind_step", None)
             if (mode not in (None, "weights")) or (k not in (None, 0)):
                 parts.append(f"rewind: {mode or 'weights'} to step {k or 0}")
+    stop = get(config, "train.early_stop_metric", None)
+    if stop not in (None, "val_loss"):
+        parts.append(f"early stop: {stop}")
     return " · ".join(parts)
+
+
+#: What the early-stop step is, by ``train.early_stop_metric``.
+EARLY_STOP = {
+    "val_loss": "minimum validation loss",
+    "val_accuracy": "maximum validation accuracy",
+}
+
+
+def early_stop_metric(workdir: str) -> str:
+    """The workdir's ``train.early_stop_metric`` (``val_loss``, the default, when not given)."""
+    cfg, _ = files.read_config(workdir)
+    return get(cfg or {}, "train.early_stop_metric", None) or "val_loss"
 
 
 def _records_summary(records: Sequence[Mapping], rows: Sequence[Mapping]) -> str:
@@ -299,42 +347,63 @@ def _section(workdir: str, records, rows, pairs, heading: str | None) -> str:
     elif err:
         lines += [f"Config: ({err})", ""]
     lines += [f"Metrics: {_records_summary(records, rows)}", ""]
+    sub = "#" * (3 if heading else 2)
+    lines += [f"{sub} Findings", "", *findings_lines(records, pairs), ""]
     lines += [format_table(rows), ""]
     if pairs:
-        lines += ["#" * (3 if heading else 2) + " Paired comparisons", ""]
+        lines += [f"{sub} Paired comparisons", ""]
         lines += [format_paired(pairs), "", PAIRED_NOTE, ""]
     return "\n".join(lines)
 
 
-def _notes(band: str) -> str:
+_CURVE_NOTE = (
+    " `max test acc over curve, test-selected`: the highest test accuracy among a run's "
+    "evaluations (`test_accuracy_curve`), so chosen on the test set itself and optimistic; "
+    "it is there only to compare with the MNIST-1D lottery notebook, which reports this "
+    "number, and no finding uses it."
+)
+
+
+def _notes(band: str, curve: bool = False, stops: Sequence[str] = ("val_loss",)) -> str:
+    stops = sorted(set(stops))
+    stop = (
+        EARLY_STOP.get(stops[0], stops[0])
+        if len(stops) == 1
+        else "minimum validation loss, or maximum validation accuracy where the config line "
+        "says `early stop: val_accuracy`"
+    )
     return (
         "Accuracies in %, mean ± sample std (ddof=1) over ok trials (± left out for one "
         "trial). `trials`: ok trials, with failed ones (non-finite loss) in parentheses; "
         "failed trials are excluded from every statistic. `early-stop step`: iteration of "
-        "minimum validation loss. `error barrier`: mean test-error barrier along the linear "
+        f"{stop} (first on ties); `test acc at early stop`: test accuracy there. "
+        "`error barrier`: mean test-error barrier along the linear "
         "interpolation between two trained copies (instability analysis), in percentage "
         f"points. Figure: line = mean, band = {BANDS[band]} (ok trials); every arm's line "
         "starts at the dense (round 0) point, and the dashed line is the dense mean. Arms: "
         "`ticket` = ticket, `reinit` = random re-init, `random_mask` = random pruning, "
-        "`dense` = dense (round 0)."
+        "`one_shot` = one-shot pruning, `dense` = dense (round 0)." + (_CURVE_NOTE if curve else "")
     )
 
 
-def summary_data(sections: Sequence[tuple[str, Sequence[Mapping], Sequence[Mapping]]]) -> dict:
-    """The content of ``summary.json``: ``sections = [(label, rows, pairs), ...]``.
+def summary_data(sections: Sequence[tuple]) -> dict:
+    """The content of ``summary.json``: ``sections = [(label, rows, pairs, findings), ...]``.
 
     ``{"kind": "lottery", "units": ..., "ci_level": 0.95, "workdirs": [{"label",
-    "summary", "paired"}, ...]}``, one entry per workdir: ``summary`` holds the
-    rows of :func:`summarize`, ``paired`` those of
-    :func:`lth_jax.report.paired.lottery_pairs`.
+    "summary", "paired", "findings"}, ...]}``, one entry per workdir:
+    ``summary`` holds the rows of :func:`summarize`, ``paired`` those of
+    :func:`lth_jax.report.paired.lottery_pairs`, ``findings`` the dict of
+    :func:`lth_jax.report.findings.lottery_findings` (left out when a section
+    has none).
     """
     return {
         "kind": "lottery",
         "units": "accuracies and their differences as fractions (0-1), as in metrics.jsonl",
         "ci_level": CI_LEVEL,
         "workdirs": [
-            {"label": lab, "summary": list(rows), "paired": list(pairs)}
-            for lab, rows, pairs in sections
+            {"label": s[0], "summary": list(s[1]), "paired": list(s[2])}
+            | ({"findings": s[3]} if len(s) > 3 else {})
+            for s in sections
         ],
     }
 
@@ -348,13 +417,14 @@ def write_report(
     """Write ``report.md``, ``report.png`` and ``summary.json`` for lottery or instability workdirs.
 
     One workdir: ``report.md`` (title, a config line from ``config.json`` when
-    present, a metrics line, the table, the paired comparisons, notes),
+    present, a metrics line, the findings, the table, the paired comparisons,
+    notes),
     ``report.png`` and ``summary.json`` (:func:`summary_data`) go into
     ``out_dir``, default the workdir; returns the table.
 
     Several workdirs: one comparison figure, lines labelled
     ``<dirname>: <arm>``, and a ``report.md`` with one section (config line,
-    table, paired comparisons) per workdir, written into ``out_dir``, default
+    findings, table, paired comparisons) per workdir, written into ``out_dir``, default
     the **first** workdir; returns the tables, each under a ``<dirname>:``
     line, separated by blank lines.
 
@@ -381,18 +451,24 @@ def write_report(
             else f"Lottery ticket comparison: {', '.join(labels)}"
         )
 
+    stops = [early_stop_metric(d) for d in workdirs]
     plot_report(
         [(lab, rows) for lab, (_, _, rows, _) in zip(labels, loaded)],
         os.path.join(out, files.REPORT_PNG),
         title=title,
         band=band,
+        early_stop=stops[0] if len(set(stops)) == 1 else None,
     )
 
     md = [f"# {title}", ""]
     for lab, (d, records, rows, pairs) in zip(labels, loaded):
         md.append(_section(d, records, rows, pairs, heading=lab if multi else None))
-    files.write_markdown(out, md, title, _notes(band))
-    sections = [(lab, rows, pairs) for lab, (_, _, rows, pairs) in zip(labels, loaded)]
+    curve = any(has_curve(rows) for _, _, rows, _ in loaded)
+    files.write_markdown(out, md, title, _notes(band, curve, stops))
+    sections = [
+        (lab, rows, pairs, lottery_findings(records, pairs))
+        for lab, (_, records, rows, pairs) in zip(labels, loaded)
+    ]
     files.write_summary(out, summary_data(sections))
 
     if not multi:

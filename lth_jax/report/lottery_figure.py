@@ -10,7 +10,9 @@ their mean, and **every arm's line starts at that dense point**, since every
 arm of round 1 was derived from that dense run; an arm that only occurs in
 round 0 gets no line of its own. The x axis is % of prunable weights
 remaining, log scale, decreasing left to right (100 on the left), ticked at
-the densities that occur. Failed trials are marked with ``x``.
+the densities that occur. Failed trials are marked with ``x``. The barrier
+panel (instability workdirs) also shows each trial's barrier as a small point
+and the 2-point threshold of Frankle et al. 2020 as a dotted line.
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from lth_jax.report.findings import BARRIER_THRESHOLD
 from lth_jax.report.stats import BANDS, STAT_KEYS, STATS, band, has_barrier
 from lth_jax.report.tables import arm_label, format_density
 
 __all__ = ["arm_lines", "band_edges", "plot_report"]
+
+#: The early-stop panel's title, by ``train.early_stop_metric``.
+_STOP_TITLES = {"val_loss": "min. validation loss", "val_accuracy": "max. validation accuracy"}
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _LINESTYLES = ("-", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
@@ -63,6 +69,7 @@ def _pool(rows: Sequence[Mapping]) -> Mapping:
         "density": float(np.mean([r["density"] for r in rows])),
         "n": n,
         "n_failed": sum(r["n_failed"] for r in rows),
+        "barrier_values": [v for r in rows for v in r.get("barrier_values") or ()],
     }
     for key in (*STAT_KEYS, "barrier"):
         count = f"{key}_n"
@@ -85,6 +92,14 @@ def _pool(rows: Sequence[Mapping]) -> Mapping:
         out[f"{key}_max"] = max(r[f"{key}_max"] for r in got)
         out[count] = w
     return out
+
+
+def _trial_points(ax, rows: Sequence[Mapping], color, marker) -> None:
+    """Each trial's barrier (in %) as a small point at its row's density."""
+    x = [100 * r["density"] for r in rows for _ in r.get("barrier_values") or ()]
+    y = [100 * v for r in rows for v in r.get("barrier_values") or ()]
+    if x:
+        ax.plot(x, y, ls="none", marker=marker, ms=3, color=color, alpha=0.6, zorder=3)
 
 
 def band_edges(rows: Sequence[Mapping], key: str, kind: str = "ci") -> tuple:
@@ -127,6 +142,7 @@ def plot_report(
     title: str | None = None,
     dpi: int = 120,
     band: str = "ci",
+    early_stop: str | None = "val_loss",
 ) -> str:
     """Draw the report figure for ``series = [(label, rows), ...]`` into ``path``.
 
@@ -137,8 +153,10 @@ def plot_report(
     test-error barrier, all against % weights remaining. Each series' round-0
     rows are its dense reference (marker and dashed line) and the first point
     of each of its arms' lines. ``band`` picks the shaded band
-    (:func:`band_edges`). Uses the Agg canvas directly (no pyplot, no
-    global backend change). Returns ``path``.
+    (:func:`band_edges`). ``early_stop`` names what the early-stop step
+    selects on (``train.early_stop_metric``; ``None`` when the series
+    differ), for the panel's title. Uses the Agg canvas directly (no pyplot,
+    no global backend change). Returns ``path``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -149,11 +167,17 @@ def plot_report(
     if band not in BANDS:
         raise ValueError(f"unknown band {band!r}; bands are {', '.join(BANDS)}")
     multi = len(series) > 1
+    stop = "best validation point"
     with_barrier = any(has_barrier(rows) for _, rows in series)
     panels = [
         ("final_test_accuracy", "Final test accuracy", "test accuracy (%)", 100.0),
         ("test_accuracy_at_best_val", "Test accuracy at early stop", "test accuracy (%)", 100.0),
-        ("best_val_step", "Early-stop step (min. validation loss)", "iteration", 1.0),
+        (
+            "best_val_step",
+            f"Early-stop step ({_STOP_TITLES.get(early_stop, stop)})",
+            "iteration",
+            1.0,
+        ),
     ]
     if with_barrier:
         panels.append(
@@ -211,6 +235,8 @@ def plot_report(
             handles.setdefault(
                 ref_label, Line2D([], [], color=gray, ls="--", lw=1.2, marker=marker, ms=6)
             )
+            if key == "barrier":
+                _trial_points(ax, [start], gray, marker)
 
         for arm, arm_rows in arm_lines(rows).items():
             own = [r for r in arm_rows if r["arm"] == arm]
@@ -258,6 +284,8 @@ def plot_report(
                 )
                 handles.setdefault(line_label, h)
                 ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.18, lw=0, zorder=2)
+                if key == "barrier":  # round 0's trials are drawn with the dense point
+                    _trial_points(ax, [r for r in own if r["round"]], color, marker)
 
     for ax, (_, name, ylabel, _) in zip(axes, panels):
         ax.set_xscale("log")
@@ -279,6 +307,15 @@ def plot_report(
         ax.set_title(name)
         ax.grid(True, which="major", alpha=0.3)
 
+    if with_barrier:
+        ax = axes[len(panels) - 1]
+        ax.axhline(100 * BARRIER_THRESHOLD, color="crimson", ls=":", lw=1.4, zorder=1)
+        handles["2-point threshold (Frankle et al. 2020)"] = Line2D(
+            [], [], color="crimson", ls=":", lw=1.4
+        )
+        handles["barrier of one trial"] = Line2D(
+            [], [], ls="none", marker="o", ms=3, color="gray", alpha=0.6
+        )
     legend_handles = list(handles.values())
     legend_labels = list(handles)
     if any_failed:

@@ -202,5 +202,6 @@ PAIRED_NOTE = (
     "`(t tied)`. Arms: `ticket` = the ticket (this round's mask, rewound weights), "
     "`reinit` = random re-init (the same mask, a fresh initialization), `random_mask` = "
     "random pruning (a random mask with the same per-layer counts, rewound weights), "
-    "`dense` = the dense network."
+    "`one_shot` = one-shot pruning (the trained dense network pruned at once to the same "
+    "per-layer counts, rewound weights), `dense` = the dense network."
 )

@@ -30,6 +30,9 @@ __all__ = [
     "metric_stats",
     "group_by_arm",
     "has_barrier",
+    "CURVE_MAX",
+    "curve_max",
+    "has_curve",
     "latest",
     "t_quantile",
     "mean_ci",
@@ -46,6 +49,25 @@ STAT_KEYS = ("final_test_accuracy", "test_accuracy_at_best_val", "best_val_step"
 def has_barrier(rows: Sequence[Mapping]) -> bool:
     """Whether some summary row has a (mean) error barrier."""
     return any(r.get("barrier_mean") is not None for r in rows)
+
+
+#: The maximum of a run's ``test_accuracy_curve``: selected on the test set, it is only
+#: there to compare with the MNIST-1D lottery notebook, which reports it.
+CURVE_MAX = "max_test_accuracy_over_curve"
+
+
+def curve_max(rec: Mapping) -> float | None:
+    """The highest finite value of the record's ``test_accuracy_curve``, else ``None``."""
+    curve = rec.get("test_accuracy_curve")
+    if not isinstance(curve, list | tuple):
+        return None
+    vals = [v for v in (finite(x) for x in curve) if v is not None]
+    return max(vals) if vals else None
+
+
+def has_curve(rows: Sequence[Mapping]) -> bool:
+    """Whether some summary row has the maximum of a test-accuracy curve (:data:`CURVE_MAX`)."""
+    return any(r.get(f"{CURVE_MAX}_n") for r in rows)
 
 
 def finite(x) -> float | None:

@@ -18,6 +18,7 @@ ARM_LABELS = {
     "ticket": "ticket",
     "reinit": "random re-init",
     "random_mask": "random pruning",
+    "one_shot": "one-shot pruning",
     "dense": "dense",
 }
 

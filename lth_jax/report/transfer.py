@@ -11,8 +11,10 @@ The report (:func:`write_report`): a summary table (one row per size and
 arm), paired effects between arms (:func:`effects`: mean difference, its 95%
 CI and the wins, by the rules of :mod:`lth_jax.report.paired`), a figure of
 test accuracy against the number of target training examples (its band
-chosen, :data:`lth_jax.report.stats.BANDS`), and ``summary.json`` with the
-rows of both tables.
+chosen, :data:`lth_jax.report.stats.BANDS`), a Findings section
+generated from the effects by the rule of :mod:`lth_jax.report.findings`
+(over the target sizes), and ``summary.json`` with the rows of both tables
+and the findings.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from lth_jax.checks import get
 from lth_jax.report import files
+from lth_jax.report.findings import effect_bullets, effect_findings, effect_summary, paired_rule
 from lth_jax.report.paired import by_trial, compare
 from lth_jax.report.stats import (
     BANDS,
@@ -320,13 +323,14 @@ def _notes(band_kind: str) -> str:
 
 
 def summary_data(rows: Sequence[Mapping], eff: Sequence[Mapping]) -> dict:
-    """The content of ``summary.json``: the summary rows and the effects' rows."""
+    """The content of ``summary.json``: the summary rows, the effects' rows, the findings."""
     return {
         "kind": "transfer",
         "units": "accuracies and their differences as fractions (0-1), as in metrics.jsonl",
         "ci_level": CI_LEVEL,
         "summary": list(rows),
         "effects": list(eff),
+        "findings": effect_summary(eff),
     }
 
 
@@ -372,6 +376,9 @@ def write_report(workdir: str, out_dir: str | os.PathLike | None = None, band: s
             f"{100 * st['mean']:.2f} ± {100 * st['std']:.2f}% over {len(src_acc)} trials.",
             "",
         ]
+    if eff:
+        md += ["## Findings", "", paired_rule("target size"), ""]
+        md += [*effect_bullets(effect_findings(eff)), ""]
     md += ["## Target test accuracy", "", table, ""]
     if eff:
         md += ["## Effects (paired by trial)", "", format_effects(eff), ""]
