@@ -12,7 +12,7 @@ from ``base_config()`` and overrides keys. Any key can be overridden from the
 command line: ``--config.imp.rounds=5``. A key that is not declared is an
 error (with the nearest declared key), in a config file as on the command line.
 
-Three keys have a structure of their own:
+Some keys have a structure of their own:
 
 * ``imp.layer_rates``: per-layer pruning rates, an ordered sequence of
   ``(regex, rate)`` pairs such as ``(("Conv_", 0.15), ("head", 0.1))``
@@ -22,8 +22,17 @@ Three keys have a structure of their own:
   ``None`` by default, meaning "the model's default";
   :func:`model_kwargs` gives those set, as keyword arguments for
   :func:`lth_jax.models.get`.
-* ``instability.num_points``: points on the interpolation path of the
-  ``instability`` kind (default 11); another kind leaves the block as it is.
+* ``instability.num_points`` (points on the interpolation path, default 11)
+  and ``instability.batch_norm`` (``recompute``, the default, or
+  ``interpolate``: the running statistics of each interpolated network, see
+  :mod:`lth_jax.instability`): read by the ``instability`` kind only; another
+  kind leaves the block as it is.
+
+``imp.rewind`` ties other keys (:func:`lth_jax.config_checks.check_rewind`):
+the ``reinit`` arm needs ``imp.rewind=weights``; ``imp.finetune_lr`` (default
+``None``) is the constant rate of ``imp.rewind=finetune`` and is read by no
+other mode; without it fine-tuning trains at the schedule's last rate, which
+must then be at least 1e-3 of ``optimizer.learning_rate``.
 
 ``seed`` and ``seed + num_trials - 1`` (a transfer trial t seeds with seed + t)
 are in ``[0, 2^32)``: JAX keys hold 32-bit seeds (:data:`lth_jax.rng.SEED_LIMIT`).
@@ -45,7 +54,7 @@ import ml_collections
 from lth_jax import arms, checks, data, models, rng
 from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
-from lth_jax.config_checks import check_layer_rates, check_model_kwargs, is_seq
+from lth_jax.config_checks import check_layer_rates, check_model_kwargs, check_rewind, is_seq
 from lth_jax.curves import EARLY_STOP_METRICS
 from lth_jax.optim import OPTIMIZERS, SCHEDULES
 from lth_jax.pruning import SCOPES
@@ -150,9 +159,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.imp.rewind_step = 0
     c.imp.rewind = "weights"  # weights | lr | finetune
     c.imp.one_shot_density = ml_collections.FieldReference(None, field_type=float)
+    # imp.rewind=finetune: train at this constant rate; None: the schedule's last rate
+    c.imp.finetune_lr = ml_collections.FieldReference(None, field_type=float)
 
     c.instability = ml_collections.ConfigDict()
     c.instability.num_points = 11  # points on the interpolation path, both ends included
+    c.instability.batch_norm = "recompute"  # recompute | interpolate: running stats on the path
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.max_to_keep = ml_collections.FieldReference(None, field_type=int)
@@ -227,7 +239,10 @@ def upgrade_json(saved: dict) -> dict:
       tried in);
     * ``model.kwargs`` gains every key of :data:`MODEL_KWARGS` it lacks, as
       ``None`` (the model's default);
-    * a missing ``instability`` block, or key of it, gets its default.
+    * ``imp.finetune_lr`` (added later) gets its default, ``None``;
+    * a missing ``instability`` block, or key of it, gets its default
+      (``instability.batch_norm``: ``recompute``; it changes nothing for
+      networks without batch norm, the only ones run before it existed).
 
     A config already in the current layout is returned unchanged (as a copy);
     ``saved`` itself is not modified.
@@ -236,13 +251,17 @@ def upgrade_json(saved: dict) -> dict:
       >>> old = {"imp": {"layer_rates": {"head": 0.1, "Conv_": 0.15}}, "model": {"kwargs": {}}}
       >>> new = upgrade_json(old)
       >>> new["imp"]["layer_rates"], new["model"]["kwargs"]["dropout"], new["instability"]
-      ([['Conv_', 0.15], ['head', 0.1]], None, {'num_points': 11})
+      ([['Conv_', 0.15], ['head', 0.1]], None, {'batch_norm': 'recompute', 'num_points': 11})
+      >>> new["imp"]["finetune_lr"] is None
+      True
     """
     out = copy.deepcopy(saved)
     defaults = wd.config_to_json(base_config())
     imp = out.get("imp")
     if isinstance(imp, dict) and isinstance(imp.get("layer_rates"), Mapping):
         imp["layer_rates"] = [[p, r] for p, r in sorted(imp["layer_rates"].items())]
+    if isinstance(imp, dict):
+        imp.setdefault("finetune_lr", defaults["imp"]["finetune_lr"])
     model = out.get("model")
     if isinstance(model, dict) and isinstance(model.get("kwargs", {}), Mapping):
         model["kwargs"] = {**defaults["model"]["kwargs"], **model.get("kwargs", {})}
@@ -259,6 +278,7 @@ def upgrade_json(saved: dict) -> dict:
 KINDS = ("lottery", "instability")
 ARMS = arms.LOTTERY_ARMS
 REWINDS = ("weights", "lr", "finetune")
+BATCH_NORM = ("recompute", "interpolate")
 
 
 def known_keys() -> list[str]:
@@ -395,12 +415,14 @@ def validate(c) -> None:
         raise ConfigError(
             f"imp.rewind_step must be a multiple of train.eval_every={every}, got {k}"
         )
-    check(checks.choice, "imp.rewind", REWINDS)
+    rewind = check(checks.choice, "imp.rewind", REWINDS)
+    check_rewind(c, arms, rewind, value("imp.finetune_lr"), steps)
     if one_shot is not None:
         check(checks.number, "imp.one_shot_density", 0, 1, lo_open=True)
         if rounds != 1:
             raise ConfigError(f"imp.one_shot_density needs imp.rounds=1, got {rounds}")
     check(checks.integer, "instability.num_points", 2)
+    check(checks.choice, "instability.batch_norm", BATCH_NORM)
     for key, default in checks.flatten(base_config().instability, "instability.").items():
         if kind != "instability" and value(key) != default:
             raise ConfigError(

@@ -1,8 +1,9 @@
 """Checks of the config values with a structure of their own (see :mod:`lth_jax.config`).
 
-``imp.layer_rates`` (a sequence of ``(regex, rate)`` pairs) and
-``model.kwargs`` (a block of model attributes, each ``None`` or a value of
-its declared type); :func:`lth_jax.config.validate` calls them.
+``imp.layer_rates`` (a sequence of ``(regex, rate)`` pairs), ``model.kwargs``
+(a block of model attributes, each ``None`` or a value of its declared type)
+and the rules tying ``imp.rewind`` to ``arms``, ``imp.finetune_lr`` and the
+schedule (:func:`check_rewind`); :func:`lth_jax.config.validate` calls them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ import re
 
 from lth_jax import checks, models
 from lth_jax.checks import ConfigError
+from lth_jax.optim import make_schedule
 
-__all__ = ["is_seq", "check_layer_rates", "check_model_kwargs"]
+__all__ = ["is_seq", "check_layer_rates", "check_model_kwargs", "check_rewind"]
+
+#: Fine-tuning at the schedule's last learning rate (``imp.finetune_lr`` unset)
+#: needs that rate to be at least this fraction of ``optimizer.learning_rate``.
+FINETUNE_MIN_FRACTION = 1e-3
 
 
 def is_seq(v) -> bool:
@@ -75,4 +81,43 @@ def check_model_kwargs(c, model_name: str, types: dict) -> None:
             raise ConfigError(
                 f"model.kwargs.{key} is not an attribute of model {model_name!r}; "
                 f"its attributes are {', '.join(valid)}"
+            )
+
+
+def check_rewind(c, arms, rewind: str, finetune_lr, steps: int) -> None:
+    """Checks the rules of ``imp.rewind`` with ``arms`` and ``imp.finetune_lr``.
+
+    * ``reinit`` is refused with ``imp.rewind`` ``lr`` or ``finetune``: those
+      retrain the pruned *trained* network from step ``imp.rewind_step``, and
+      a fresh initialization trained for that budget only controls nothing
+      (the re-init control is a run with ``imp.rewind=weights``).
+    * ``imp.finetune_lr`` (a rate > 0) is read only with ``imp.rewind=finetune``.
+    * ``imp.rewind=finetune`` without ``imp.finetune_lr`` trains at the
+      schedule's rate at the last step, ``make_schedule(optimizer,
+      train.steps)(train.steps - 1)``; it is refused when that is below
+      :data:`FINETUNE_MIN_FRACTION` of ``optimizer.learning_rate`` (cosine or
+      linear decay to 0, steep step decays): almost no training at all.
+    """
+    if "reinit" in arms and rewind != "weights":
+        raise ConfigError(
+            f"arms: 'reinit' is not defined with imp.rewind={rewind} (it would train a fresh "
+            "initialization for the retraining budget only); leave it out of arms (random_mask "
+            "is this mode's control) and run imp.rewind=weights for the re-init control"
+        )
+    if finetune_lr is not None:
+        if rewind != "finetune":
+            raise ConfigError(
+                f"imp.finetune_lr is read only with imp.rewind=finetune, got imp.rewind={rewind}; "
+                "leave imp.finetune_lr unset"
+            )
+        checks.number(finetune_lr, "imp.finetune_lr", 0, math.inf, lo_open=True, error=ConfigError)
+    elif rewind == "finetune":
+        base = float(c.optimizer.learning_rate)
+        last = float(make_schedule(c.optimizer, steps)(steps - 1))
+        if last < FINETUNE_MIN_FRACTION * base:
+            raise ConfigError(
+                f"imp.rewind=finetune trains at the schedule's last learning rate, {last:.3g} "
+                f"(optimizer.schedule={c.optimizer.get('schedule')}, below "
+                f"{FINETUNE_MIN_FRACTION:g} x optimizer.learning_rate={base:g}): set "
+                "imp.finetune_lr to the rate to fine-tune at"
             )

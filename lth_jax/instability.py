@@ -26,24 +26,37 @@ The copies always start from ``theta_k`` whatever ``imp.rewind`` says (the
 analysis is about rewinding weights); with ``imp.rewind_step = 0`` it measures
 the stability of rewinding to initialization.
 
-**Batch norm.** Running statistics (``batch_stats``) are interpolated linearly
-together with the params (what interpolating a PyTorch ``state_dict`` does);
-they are not recomputed for the interpolated network. Recomputing them would
-lower the barrier of unstable pairs somewhat; stable pairs are close in weight
-space and barely affected.
+**Batch norm** (``instability.batch_norm``; networks without batch norm are
+unaffected). The running statistics of an interpolated network are not those
+of either copy, and interpolating them linearly (what interpolating a PyTorch
+``state_dict`` does) inflates the barrier. With ``recompute`` (the default),
+every network on the path, both ends included, gets its statistics
+recomputed before it is evaluated (:func:`recompute_batch_stats`): the
+training set without augmentation, in order, in ``E = n_train //
+train.batch_size`` batches of ``train.batch_size`` (the remainder dropped),
+each passed forward in training mode (batch statistics, dropout as in
+training with a fixed key); every batch-norm layer's running mean and
+variance are set to the mean over the ``E`` batches of that layer's batch
+mean and batch variance (the variance as the model's batch norm computes it:
+flax's, biased). With ``interpolate`` they are interpolated with the params.
 
 **Records.** Barriers are cached per ``(round, trial)`` in
-``<workdir>/instability.jsonl`` (so a resumed run does not retrain copies) and
+``<workdir>/instability.jsonl`` (so a resumed run does not retrain copies;
+with batch norm, barriers cached by a version before
+``instability.batch_norm``, which interpolated the statistics, are computed
+again unless the setting is ``interpolate``) and
 merged into ``metrics.jsonl``: each ``ticket`` (or round-0 ``dense``) record
 gains ``barrier`` (an error difference, a fraction like the accuracies),
 ``barrier_alphas`` and ``barrier_test_error`` (the whole curve), which
 ``lth-jax report`` shows as an extra column and panel.
 
-Settings (block ``config.instability``): ``num_points`` (int >= 2, default 11).
+Settings (block ``config.instability``): ``num_points`` (int >= 2, default
+11) and ``batch_norm`` (``recompute``, the default, or ``interpolate``).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import jax
@@ -55,7 +68,14 @@ from lth_jax import config as config_lib
 from lth_jax import lottery, parallel
 from lth_jax import workdir as wd
 
-__all__ = ["run", "interpolate", "barrier", "interpolation_errors", "train_copies"]
+__all__ = [
+    "run",
+    "interpolate",
+    "barrier",
+    "interpolation_errors",
+    "recompute_batch_stats",
+    "train_copies",
+]
 
 INSTABILITY = "instability.jsonl"
 
@@ -78,18 +98,76 @@ def barrier(errors):
     return np.round(e.max(axis=-1) - 0.5 * (e[..., 0] + e[..., -1]), 12)
 
 
-def interpolation_errors(engine, params_a, bs_a, params_b, bs_b, alphas):
+def interpolation_errors(engine, params_a, bs_a, params_b, bs_b, alphas, batch_norm="recompute"):
     """Test errors ``(runs, len(alphas))`` along the segments from A to B.
 
     Params and batch stats carry a leading run axis; the runs are evaluated
-    together, one compiled evaluation per ``alpha``.
+    together, one compiled evaluation per ``alpha``. ``batch_norm``:
+    ``"recompute"`` (each network's running statistics recomputed,
+    :func:`recompute_batch_stats`) or ``"interpolate"`` (interpolated with the
+    params); the same for a network without batch norm.
     """
+    if batch_norm not in ("recompute", "interpolate"):
+        raise ValueError(f"batch_norm must be recompute or interpolate, got {batch_norm!r}")
     out = []
     for alpha in alphas:
         a = jnp.float32(alpha)
-        _, acc = engine.evaluate(interpolate(params_a, params_b, a), interpolate(bs_a, bs_b, a))
+        params, bs = interpolate(params_a, params_b, a), interpolate(bs_a, bs_b, a)
+        if batch_norm == "recompute":
+            bs = recompute_batch_stats(engine, params, bs)
+        _, acc = engine.evaluate(params, bs)
         out.append(1.0 - np.asarray(acc, dtype=np.float64))
     return np.stack(out, axis=-1)
+
+
+def recompute_batch_stats(engine, params, batch_stats):
+    """Batch-norm running statistics of ``params`` recomputed on the training data.
+
+    Per run (leading run axis): the mean over the ``n_train // batch_size``
+    training batches, in order and without augmentation, of each batch-norm
+    layer's batch mean and batch variance in a training-mode forward pass
+    (the rule in the module docstring). ``batch_stats`` only gives the
+    structure; it is returned as is by an engine whose model has no batch norm.
+
+    Raises:
+      ValueError: a model with batch norm but no ``bn_momentum`` attribute
+        (the statistics are read by running it at momentum 0).
+    """
+    if not engine.has_batch_stats:
+        return batch_stats
+    return _recompute_fn(engine)(params, batch_stats, engine.device_data["train"][0])
+
+
+@functools.lru_cache(maxsize=4)
+def _recompute_fn(engine):
+    """The compiled recomputation of :func:`recompute_batch_stats` (one per engine)."""
+    if not hasattr(engine.model, "bn_momentum"):
+        raise ValueError(
+            f"{type(engine.model).__name__} has batch norm but no bn_momentum attribute: "
+            "its statistics cannot be recomputed; set instability.batch_norm=interpolate"
+        )
+    # At momentum 0 a training-mode pass stores the batch's own statistics, exactly.
+    model = engine.model.clone(bn_momentum=0.0)
+    b, n = engine.batch_size, engine.n_train // engine.batch_size
+
+    def one(params, batch_stats, train_x):
+        zeros = jax.tree.map(jnp.zeros_like, batch_stats)
+
+        def body(total, i):
+            x = jax.lax.dynamic_slice_in_dim(train_x, i * b, b)
+            _, upd = model.apply(
+                {"params": params, "batch_stats": zeros},
+                x,
+                train=True,
+                rngs={"dropout": jax.random.fold_in(jax.random.PRNGKey(0), i)},
+                mutable=["batch_stats"],
+            )
+            return jax.tree.map(jnp.add, total, upd["batch_stats"]), None
+
+        total, _ = jax.lax.scan(body, zeros, jnp.arange(n))
+        return jax.tree.map(lambda t: t / n, total)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
 
 
 def train_copies(exp: lottery.Experiment, state, round_: int):
@@ -118,7 +196,9 @@ def train_copies(exp: lottery.Experiment, state, round_: int):
 
 def _round_results(exp, state, round_: int, alphas) -> list[dict]:
     (pa, ba), (pb, bb) = train_copies(exp, state, round_)
-    errors = interpolation_errors(exp.engine, pa, ba, pb, bb, alphas)
+    errors = interpolation_errors(
+        exp.engine, pa, ba, pb, bb, alphas, exp.config.instability.batch_norm
+    )
     bars = barrier(errors)
     return [
         {
@@ -127,6 +207,7 @@ def _round_results(exp, state, round_: int, alphas) -> list[dict]:
             "barrier": float(bars[i]),
             "barrier_alphas": [float(a) for a in alphas],
             "barrier_test_error": [float(e) for e in errors[i]],
+            "batch_norm": exp.config.instability.batch_norm,  # in the cache only
         }
         for i, trial in enumerate(exp.trials)
     ]
@@ -161,16 +242,23 @@ def _run(config, workdir, overwrite, progress, alphas, is_main):
     if overwrite and is_main and os.path.exists(cache_path):
         os.remove(cache_path)
 
-    cached = {}
+    cached, exp = {}, None
     if os.path.exists(cache_path):
         cached = {(r["round"], r["trial"]): r for r in wd.read_jsonl(cache_path)}
+    # Barriers cached before instability.batch_norm existed interpolated the statistics:
+    # with batch norm (and another setting now) they are computed again.
+    mode = config.instability.batch_norm
+    if any(r.get("batch_norm", "interpolate") != mode for r in cached.values()):
+        exp = lottery.Experiment(config, progress=progress)
+        if exp.engine.has_batch_stats:
+            cached = {k: r for k, r in cached.items() if r.get("batch_norm", "interpolate") == mode}
     # Trials left out of a round (their dense network diverged) have no copies to train.
     held = lambda r: sorted(
         {int(x["trial"]) for x in records if x["round"] == r and x.get("status") != "skipped"}
     )
     todo = [r for r in range(config.imp.rounds + 1) if any((r, t) not in cached for t in held(r))]
     if todo:
-        exp = lottery.Experiment(config, progress=progress)
+        exp = exp if exp is not None else lottery.Experiment(config, progress=progress)
         ck = ckpt_lib.RoundCheckpointer(os.path.join(workdir, "checkpoints"))
         try:
             for r in todo:

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lth_jax.curves import Curves
+from lth_jax.optim import fixed_rate
 from lth_jax.parallel import to_host
 
 __all__ = ["run_chunks"]
@@ -25,7 +26,7 @@ def run_chunks(
     runs,
     start_step: int,
     snapshot_step: int | None = None,
-    fixed_lr_step: int | None = None,
+    fixed_lr_step=None,
     desc: str = "train",
     on_chunk: Callable[..., Any] | None = None,
     resume: tuple[int, list, Any] | None = None,
@@ -36,7 +37,8 @@ def run_chunks(
     (read them before returning: they are donated to the next chunk), the
     evaluation outputs so far and the snapshot so far; ``resume`` is
     ``(step, outs, snapshot)`` as it saw them. Returns ``(runs, curves,
-    snapshot)``.
+    snapshot)``. ``fixed_lr_step``: ``None`` (the schedule), an int step or a
+    :class:`lth_jax.optim.FixedLR` (see :func:`lth_jax.optim.fixed_rate`).
     """
     e = engine.eval_every
     if start_step % e or engine.steps % e:
@@ -62,7 +64,8 @@ def run_chunks(
         eval_steps = list(range(start_step + e, first + 1, e))
     elif snapshot_step == start_step:
         snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
-    fixed = jnp.int32(-1 if fixed_lr_step is None else fixed_lr_step)
+    # A constant learning rate (fine-tuning) is data of the chunk: -1 follows the schedule.
+    fixed = jnp.float32(fixed_rate(engine.schedule, fixed_lr_step))
     bar = tqdm(
         total=engine.steps - start_step,
         initial=first - start_step,

@@ -4,8 +4,14 @@ Round 0 trains the dense network of every trial (the rewind point ``theta_k``
 is saved at ``imp.rewind_step = k``). Each later round ``r``:
 
 1. **prune** the ticket: ``mask_r = magnitude_prune(trained ticket of round
-   r-1, mask_{r-1}, imp.prune_rate, imp.scope, imp.layer_rates)`` (a one-shot
-   run prunes once to ``imp.one_shot_density``);
+   r-1, mask_{r-1}, imp.prune_rate, imp.scope, imp.layer_rates)``. A
+   one-shot run (``imp.one_shot_density = d``, one round) prunes once to the
+   per-layer densities IMP would reach at overall density ``d``: each layer
+   at ``(1 - rate_l)^L`` (``rate_l`` its ``imp.layer_rates`` rate, else
+   ``imp.prune_rate``; in ``global`` scope the pool of the others as a whole)
+   for the real ``L >= 0`` at which the prunable weights are at ``d``
+   (:func:`lth_jax.pruning.one_shot_rates`); without ``imp.layer_rates`` every
+   layer goes to ``d``;
 2. **set up every arm** from that mask, each trial with its own keys: an arm
    is a function of :mod:`lth_jax.arms` (``ticket``: ``mask_r`` on the rewind
    source below; ``reinit``: ``mask_r`` on a fresh init, key purpose
@@ -16,8 +22,15 @@ is saved at ``imp.rewind_step = k``). Each later round ``r``:
    ``theta_k`` (``k = 0`` is the initialization, Frankle & Carbin; ``k > 0`` is
    Frankle et al. 2020); ``lr`` (Renda et al. 2020) keeps the ticket's trained
    weights of round ``r-1`` and replays the learning-rate schedule from step
-   ``k``; ``finetune`` keeps the trained weights and trains at the last
-   learning rate of the schedule. Every arm of a round starts at step ``k``,
+   ``k``; ``finetune`` keeps the trained weights and trains at one constant
+   rate, ``imp.finetune_lr`` or, when that is unset, the schedule's rate at
+   the last step (refused by the config check when below 1e-3 of
+   ``optimizer.learning_rate``). With ``lr`` and ``finetune`` the controls
+   mean: ``random_mask`` is random pruning of the trained network at the
+   ticket's per-layer counts, then the same retraining (the random-pruning
+   control of Renda et al. 2020); ``reinit`` is refused (a fresh
+   initialization trained for the retraining budget only controls nothing;
+   run ``imp.rewind=weights`` for it). Every arm of a round starts at step ``k``,
    trains to ``train.steps`` with a fresh optimizer state, and sees the same
    data order and dropout keys (key purposes ``data``/``dropout`` of that
    trial and round), so arms differ only in what the table says.
@@ -130,8 +143,14 @@ class Experiment:
             raise config_lib.ConfigError(f"imp.layer_rates: {e}") from None
         self.trials = np.arange(c.num_trials)
         rate = c.imp.prune_rate
-        if c.imp.one_shot_density is not None:
-            rate = pruning.rate_for_density(1.0, float(c.imp.one_shot_density))
+        if c.imp.one_shot_density is not None:  # IMP's per-layer densities, at once
+            try:
+                shot = pruning.one_shot_rates(
+                    self.engine.param_shapes(), float(c.imp.one_shot_density), rate, layer_rates
+                )
+            except ValueError as e:
+                raise config_lib.ConfigError(f"imp.one_shot_density: {e}") from None
+            rate, layer_rates = shot.rate, shot.layer_rates
         scope = c.imp.scope
         self._prune = jax.jit(
             jax.vmap(lambda p, m: pruning.magnitude_prune(p, m, rate, scope, layer_rates))
@@ -193,8 +212,12 @@ class Experiment:
         with params/masks stacked arm-major (``arms[i]`` owns runs ``i*T`` to
         ``(i+1)*T - 1`` for ``T`` trials), each arm's from its function in
         :mod:`lth_jax.arms`. Params are not yet masked: the engine applies the
-        mask when it creates the runs.
+        mask when it creates the runs. ``fixed_lr_step`` is ``None`` (follow the
+        schedule) except with ``imp.rewind=finetune``: ``FixedLR(imp.finetune_lr)``,
+        or the last step ``train.steps - 1`` (its scheduled rate) when that is unset.
         """
+        from lth_jax.optim import FixedLR
+
         c = self.config
         ticket_mask = self._prune(prev["ticket"]["params"], prev["ticket"]["mask"])
         src = prev["rewind"] if c.imp.rewind == "weights" else prev["ticket"]
@@ -212,7 +235,10 @@ class Experiment:
         per_arm = {arm: arms_lib.get(arm)(inputs) for arm in c.arms}
         arms = list(per_arm)
         stacked = [parallel.concat_runs([per_arm[a][i] for a in arms]) for i in range(3)]
-        fixed = c.train.steps - 1 if c.imp.rewind == "finetune" else None
+        fixed = None
+        if c.imp.rewind == "finetune":
+            ft = c.imp.finetune_lr
+            fixed = c.train.steps - 1 if ft is None else FixedLR(float(ft))
         return (arms, *stacked, c.imp.rewind_step, fixed)
 
     def prune_round(self, prev, round_: int, *, resume=None, on_chunk=None):

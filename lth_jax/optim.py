@@ -19,7 +19,7 @@ it every step from the schedule (:func:`set_learning_rate`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import optax
@@ -34,6 +34,8 @@ __all__ = [
     "make_optimizer",
     "optimizer_chain",
     "set_learning_rate",
+    "FixedLR",
+    "fixed_rate",
 ]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -125,6 +127,37 @@ def make_optimizer(opt) -> optax.GradientTransformation:
     return masks_lib.keep_pruned(
         optax.inject_hyperparams(factory)(learning_rate=float(opt.learning_rate))
     )
+
+
+class FixedLR(NamedTuple):
+    """A constant learning rate for a whole fit (fine-tuning at ``imp.finetune_lr``).
+
+    :meth:`lth_jax.train.Engine.fit` takes it as ``fixed_lr_step`` (where an
+    int step means the schedule's rate at that step); see :func:`fixed_rate`.
+    """
+
+    rate: float
+
+
+def fixed_rate(schedule, fixed_lr_step) -> float:
+    """The constant learning rate of a fit, as a float; -1.0 to follow the schedule.
+
+    ``fixed_lr_step`` is ``None`` (follow the schedule), an int step (the
+    schedule's rate at that step, in float32 as the schedule gives it) or a
+    :class:`FixedLR`. The compiled chunk takes the result as data, so a new
+    rate never recompiles it.
+
+    Example:
+      >>> import optax
+      >>> s = optax.linear_schedule(1.0, 0.0, 10)
+      >>> fixed_rate(s, None), fixed_rate(s, 5), fixed_rate(s, FixedLR(1e-3))
+      (-1.0, 0.5, 0.001)
+    """
+    if fixed_lr_step is None:
+        return -1.0
+    if isinstance(fixed_lr_step, FixedLR):
+        return float(fixed_lr_step.rate)
+    return float(jnp.float32(schedule(jnp.int32(fixed_lr_step))))
 
 
 def set_learning_rate(opt_state: masks_lib.KeepPrunedState, lr):

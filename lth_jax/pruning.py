@@ -24,6 +24,12 @@ The rules, exactly:
   pool and are pruned layerwise at their own rate; the rest are ranked
   globally at ``rate``. A pattern that matches no prunable leaf, or only
   leaves an earlier pattern already took, is an error.
+* **One-shot to a density.** Pruning once to an overall density ``d`` (of
+  the prunable weights) is IMP's per-layer schedule at a real number of
+  rounds ``L``: a layer with rate ``r_l`` (its own, else ``rate``) goes to
+  density ``(1 - r_l)^L``, with ``L >= 0`` solved (by bisection) so that the
+  prunable weights as a whole are at ``d``. Without ``layer_rates`` every
+  layer goes to ``d``. See :func:`one_shot_rates`.
 * **No revival.** A pruned weight is never alive again: new masks are
   ``old_mask & keep``.
 * **Prunable leaves** follow :mod:`lth_jax.masks` (default: ``kernel`` leaves
@@ -35,9 +41,11 @@ is data; ``rate``, ``scope`` and ``layer_rates`` are static).
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +60,8 @@ __all__ = [
     "random_mask_like",
     "top_scores_like",
     "rate_for_density",
+    "one_shot_rates",
+    "OneShot",
     "resolve_layer_rates",
     "check_rate",
 ]
@@ -329,6 +339,86 @@ def rate_for_density(current_density: float, target_density: float) -> float:
             f"got {target_density!r}"
         )
     return 1.0 - target_density / current_density
+
+
+class OneShot(NamedTuple):
+    """The rates of one-shot pruning to an overall density (see :func:`one_shot_rates`).
+
+    Attributes:
+      rate: the rate of the prunable leaves without their own rate (each
+        layer in ``layerwise`` scope, the global pool in ``global`` scope).
+      layer_rates: the same ``(pattern, rate)`` pairs as given, in the same
+        order, each with its one-shot rate; ``None`` when none were given.
+      rounds: ``L``, the real number of IMP rounds these rates equal.
+    """
+
+    rate: float
+    layer_rates: tuple[tuple[str, float], ...] | None
+    rounds: float
+
+
+def one_shot_rates(
+    tree, density: float, rate: float, layer_rates: LayerRates | None = None, prunable=None
+) -> OneShot:
+    """Per-layer one-shot rates that reach overall ``density`` as IMP would.
+
+    IMP at ``rate`` (and each ``layer_rates`` pattern at its own rate ``r_l``)
+    leaves a layer at density ``(1 - r_l)^L`` after ``L`` rounds. One-shot
+    pruning to ``density`` is that schedule at a real ``L >= 0``: the one at
+    which the prunable weights as a whole are at ``density``,
+    ``sum_l n_l (1 - r_l)^L = density * sum_l n_l`` (``n_l`` the size of
+    prunable leaf ``l``, ``r_l`` its own rate or ``rate``), solved by
+    bisection. Every leaf with its own rate is then pruned at ``1 - (1 -
+    r_l)^L``, every other one at ``1 - (1 - rate)^L``; in ``global`` scope
+    those others are one pool at that rate, so the equation and the rates are
+    the same in both scopes. Counts round as in every prune (module
+    docstring), so each layer is within one weight of its density. Without
+    ``layer_rates`` every layer goes to ``density`` itself (rate ``1 -
+    density``, whatever ``rate`` is).
+
+    Args:
+      tree: params or their shapes (``jax.ShapeDtypeStruct`` s will do).
+      density: the overall density to reach, in ``(0, 1]``.
+      rate, layer_rates, prunable: as for :func:`magnitude_prune`.
+
+    Raises:
+      ValueError: ``density`` out of ``(0, 1]``, or below what the layers
+        whose rate is 0 keep on their own (no ``L`` reaches it), or a bad
+        ``layer_rates``.
+
+    Example:
+      >>> import numpy as np
+      >>> tree = {"Dense_0": {"kernel": np.zeros((30, 30))}, "head": {"kernel": np.zeros((10, 10))}}
+      >>> shot = one_shot_rates(tree, 0.2, 0.2, (("head", 0.1),))
+      >>> round(shot.rounds, 3), round(1 - shot.rate, 4), round(1 - shot.layer_rates[0][1], 4)
+      (7.847, 0.1736, 0.4375)
+    """
+    if not (checks.is_number(density) and 0.0 < density <= 1.0):
+        raise ValueError(f"density must be a number in (0, 1], got {density!r}")
+    entries = resolve_layer_rates(tree, rate, layer_rates, prunable)
+    pairs = _rate_pairs(layer_rates)
+    rate = check_rate(rate)
+    if not pairs:
+        r = rate_for_density(1.0, float(density))
+        return OneShot(r, None, math.log(density) / math.log1p(-rate) if rate else math.nan)
+    sizes = [math.prod(np.shape(x)) for x in jax.tree.leaves(tree)]
+    groups = [(n, 1.0 - e[0]) for n, e in zip(sizes, entries) if e is not None]
+    total = float(sum(n for n, _ in groups))
+    kept = lambda L: sum(n * keep**L for n, keep in groups) / total  # noqa: E731
+    floor = sum(n for n, keep in groups if keep == 1.0) / total
+    if density < 1.0 and density <= floor:
+        raise ValueError(
+            f"density {density} is out of reach: the layers pruned at rate 0 alone keep "
+            f"{floor:.4g} of the prunable weights"
+        )
+    lo, hi = 0.0, 0.0 if density == 1.0 else 1.0
+    while kept(hi) > density:
+        lo, hi = hi, 2 * hi
+    while lo < (mid := 0.5 * (lo + hi)) < hi:  # bisection to the last bit
+        lo, hi = (mid, hi) if kept(mid) > density else (lo, mid)
+    L = hi
+    at = lambda r: min(1.0 - (1.0 - r) ** L, np.nextafter(1.0, 0.0))  # noqa: E731
+    return OneShot(at(rate), tuple((p, at(r)) for p, r in pairs), L)
 
 
 def top_scores_like(scores, mask, prunable=None):

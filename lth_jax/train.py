@@ -30,10 +30,12 @@ Rules stated exactly:
   ``E = n_train // batch_size`` (the remainder of an epoch is dropped). Two
   runs with the same data key see the same batches.
 * **Dropout.** Step ``s`` uses ``fold_in(dropout_key, s)``.
-* **Learning rate.** Step ``s`` uses ``schedule(s)`` (or ``schedule(fixed)``
-  when a fixed step is given, as fine-tuning does); the optimizer gets it
-  through ``optax.inject_hyperparams``, so the schedule can be replayed from any
-  step (learning-rate rewinding).
+* **Learning rate.** Step ``s`` uses ``schedule(s)``, or one constant rate
+  for the whole fit when one is given (fine-tuning: ``imp.finetune_lr``, or
+  the schedule's rate at a fixed step); the rate is data of the compiled
+  chunk and reaches the optimizer through ``optax.inject_hyperparams``, so
+  the schedule can be replayed from any step (learning-rate rewinding) and a
+  new constant rate never recompiles.
 * **Early stopping.** See :mod:`lth_jax.curves`.
 * **Non-finite loss.** A run whose training loss becomes NaN or Inf stops
   updating from that step on; its ``fail_step`` records the step. Other runs
@@ -59,7 +61,7 @@ from lth_jax import loop, parallel
 from lth_jax import masks as masks_lib
 from lth_jax.curves import Curves
 from lth_jax.data import pipeline
-from lth_jax.optim import make_optimizer, make_schedule, set_learning_rate
+from lth_jax.optim import FixedLR, make_optimizer, make_schedule, set_learning_rate
 from lth_jax.parallel import pad_runs, to_host
 
 __all__ = ["RunState", "FitResult", "Engine", "cross_entropy"]
@@ -232,18 +234,18 @@ class Engine:
         """Fresh runs: params masked, a fresh optimizer state holding the mask."""
         return self._new_runs(*self.shard((params, batch_stats, mask, data_keys, dropout_keys)))
 
-    def chunk(self, runs: RunState, start: int, fixed_lr_step):
+    def chunk(self, runs: RunState, start: int, fixed_lr):
         """One call of the compiled chunk program: ``eval_every`` steps from ``start``, then
-        evaluation. ``runs`` is donated; ``fixed_lr_step`` is an int32 (-1: follow the schedule).
+        evaluation. ``runs`` is donated; ``fixed_lr`` is a float32 rate (< 0: the schedule).
         Returns ``(runs, (train_loss, val_loss, val_acc, test_loss, test_acc))``, per run."""
-        return self._chunk(runs, jnp.int32(start), fixed_lr_step, self.device_data)
+        return self._chunk(runs, jnp.int32(start), fixed_lr, self.device_data)
 
     def lower(self, params, batch_stats, mask, data_keys, dropout_keys):
         """The chunk program lowered for runs like these (``.compile()`` it to time compilation)."""
         runs = self.new_runs(
             *pad_runs((params, batch_stats, mask, data_keys, dropout_keys), self.num_shards())[0]
         )
-        return self._chunk.lower(runs, jnp.int32(0), jnp.int32(-1), self.device_data)
+        return self._chunk.lower(runs, jnp.int32(0), jnp.float32(-1), self.device_data)
 
     def check(self) -> None:
         """Traces one chunk of one run without computing it: raises if the model and the data
@@ -254,7 +256,7 @@ class Engine:
             params, batch_stats = self._init_impl(key)
             mask = masks_lib.ones_like(params)
             run = self._new_runs_impl(params, batch_stats, mask, key, key)
-            return self._run_chunk(run, jnp.int32(0), jnp.int32(-1), self.device_data)
+            return self._run_chunk(run, jnp.int32(0), jnp.float32(-1), self.device_data)
 
         jax.eval_shape(one)
 
@@ -349,14 +351,14 @@ class Engine:
         n = jnp.sum(ws)
         return loss / n, correct / n
 
-    def _run_chunk(self, run: RunState, s0, fixed_lr_step, data):
+    def _run_chunk(self, run: RunState, s0, fixed_lr, data):
         """One run: ``eval_every`` steps from ``s0`` as a scan, then evaluation."""
         spe = self.steps_per_epoch
         perm0 = pipeline.epoch_permutation(run.data_key, s0 // spe, self.n_train)
         run = run._replace(perm=perm0)
 
         def body(run, s):
-            lr = self.schedule(jnp.where(fixed_lr_step >= 0, fixed_lr_step, s))
+            lr = jnp.where(fixed_lr >= 0, fixed_lr, self.schedule(s))
             return self._run_step(run, s, lr, data["train"])
 
         steps = s0 + jnp.arange(self.eval_every, dtype=jnp.int32)
@@ -365,7 +367,7 @@ class Engine:
         test_loss, test_acc = self._evaluate(run.params, run.batch_stats, data["test"])
         return run, (jnp.mean(losses), val_loss, val_acc, test_loss, test_acc)
 
-    def _chunk_impl(self, runs: RunState, s0, fixed_lr_step, data):
+    def _chunk_impl(self, runs: RunState, s0, fixed_lr, data):
         """All runs: split over the devices, one after another within a device.
 
         Each run is computed by the same unbatched program whatever the number of
@@ -373,11 +375,11 @@ class Engine:
         """
         self.compilations += 1  # runs at trace time only
 
-        def local(runs, s0, fixed_lr_step, data):
-            return jax.lax.map(lambda run: self._run_chunk(run, s0, fixed_lr_step, data), runs)
+        def local(runs, s0, fixed_lr, data):
+            return jax.lax.map(lambda run: self._run_chunk(run, s0, fixed_lr, data), runs)
 
         if self.mesh is None:
-            return local(runs, s0, fixed_lr_step, data)
+            return local(runs, s0, fixed_lr, data)
         P = PartitionSpec
         return jax.shard_map(
             local,
@@ -385,7 +387,7 @@ class Engine:
             in_specs=(P("runs"), P(), P(), P()),
             out_specs=(P("runs"), P("runs")),
             check_vma=False,
-        )(runs, s0, fixed_lr_step, data)
+        )(runs, s0, fixed_lr, data)
 
     # ------------------------------------------------------------------ driver
     def fit(
@@ -398,7 +400,7 @@ class Engine:
         start_step: int = 0,
         *,
         snapshot_step: int | None = None,
-        fixed_lr_step: int | None = None,
+        fixed_lr_step: int | FixedLR | None = None,
         desc: str = "train",
         on_chunk: Callable[[int, Callable[[], tuple[dict, dict]]], Any] | None = None,
         resume: tuple[int, dict, dict] | None = None,
@@ -418,8 +420,8 @@ class Engine:
           start_step: the global step to start at (a multiple of ``eval_every``).
           snapshot_step: also return ``(params, batch_stats)`` at that step (a
             multiple of ``eval_every`` in ``[start_step, steps]``: the rewind point).
-          fixed_lr_step: evaluate the schedule at this step throughout
-            (fine-tuning at the last learning rate).
+          fixed_lr_step: train at one constant rate throughout (fine-tuning): the
+            schedule's at this step, or a :class:`~lth_jax.optim.FixedLR` rate.
           desc: progress-bar label (and the name used in warnings).
           on_chunk: ``on_chunk(step, get_state)`` after every chunk; ``get_state()``
             gives ``(state, meta)``, a host copy of the batch in progress to save

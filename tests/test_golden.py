@@ -91,6 +91,7 @@ CASES = {
             "imp.rounds": 2,
             "imp.rewind": "lr",
             "imp.rewind_step": 100,
+            "arms": ("ticket", "random_mask"),  # reinit is refused in lr/finetune modes
             "imp.scope": "global",
             "optimizer.schedule": "cosine",
         }
@@ -100,6 +101,7 @@ CASES = {
             "train.steps": 300,
             "imp.rounds": 2,
             "imp.rewind": "finetune",
+            "arms": ("ticket", "random_mask"),
             "optimizer.name": "momentum",
             "optimizer.learning_rate": 0.05,
             "optimizer.weight_decay": 1e-4,

@@ -204,7 +204,14 @@ def test_finished_rounds_are_not_repeated(tmp_path):
 
 @pytest.mark.parametrize("mode", ["lr", "finetune"])
 def test_lr_rewinding_and_finetuning_start_from_trained_weights(mode):
-    c = tiny_config(**{"imp.rewind": mode, "imp.rewind_step": 50, "num_trials": 1})
+    c = tiny_config(
+        **{
+            "imp.rewind": mode,
+            "imp.rewind_step": 50,
+            "num_trials": 1,
+            "arms": ("ticket", "random_mask"),  # reinit is not defined with lr/finetune
+        }
+    )
     e = lottery.Experiment(c)
     s0, _ = e.dense_round()
     arms, params, _, _, k, fixed = e.round_inputs(s0, 1)

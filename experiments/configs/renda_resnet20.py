@@ -19,12 +19,14 @@ the same budget, ``63,000 - k`` steps with ``k = 2,000``, by one of:
 * ``lr``: keep the trained weights, replay the learning-rate schedule from
   step ``k`` (learning-rate rewinding);
 * ``finetune``: keep the trained weights, train at the final learning rate
-  (0.001);
+  of the original schedule, ``imp.finetune_lr = 0.001``: the paper's value
+  for ResNet-20, and what this schedule ends at (0.1 x 0.1 x 0.1);
 * ``init``: rewind the weights to initialization (``k = 0``, Frankle &
   Carbin), full 63,000 steps.
 
 Only the ``ticket`` arm is trained (the controls are not part of this
-comparison). 10 rounds take the network to 0.8^10 = 10.7% of its weights; 3
+comparison; the ``reinit`` control is not defined with ``lr`` or ``finetune``
+retraining, see ``lth_jax.config_checks.check_rewind``). 10 rounds take the network to 0.8^10 = 10.7% of its weights; 3
 trials.
 
 Published result (Renda, Frankle & Carbin 2020, ResNet-20 on CIFAR-10 at
@@ -64,4 +66,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.imp.scope = "global"
     c.imp.rewind = "weights" if mode == "init" else mode
     c.imp.rewind_step = 0 if mode == "init" else 2_000
+    if mode == "finetune":
+        c.imp.finetune_lr = 0.001
     return c

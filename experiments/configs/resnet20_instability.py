@@ -12,7 +12,10 @@ step k), ticket arm only, 8 rounds (down to 0.8^8 = 16.8% of the weights), 3
 trials; then for every round (round 0 = the dense network) two copies of the
 round's subnetwork are trained from step k with different data orders, and
 the test-error barrier along their linear interpolation (11 points) is
-recorded. The report adds a barrier column and panel.
+recorded. Every network on the path is evaluated with its batch-norm
+statistics recomputed on the training set (``instability.batch_norm =
+"recompute"``; interpolating them with the weights inflates the barrier). The
+report adds a barrier column and panel.
 
 Published result (Frankle et al. 2020, "Linear Mode Connectivity and the
 Lottery Ticket Hypothesis", Figures 3-5): rewinding to k = 0, the IMP
@@ -60,4 +63,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.imp.rewind = "weights"
     c.imp.rewind_step = k
     c.instability.num_points = 11
+    c.instability.batch_norm = "recompute"
     return c
