@@ -1,7 +1,8 @@
 """The committed reports under ``experiments/results/`` regenerate byte for byte.
 
 ``report.md`` and ``summary.json`` always; ``report.png`` with the matplotlib
-that drew the committed figures.
+that drew the committed figures; the regularizers' ``table.md`` from their
+``results.json``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import matplotlib
 import pytest
 
 from lth_jax import cli
+from lth_jax.report import regularizers
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "results")
 
@@ -26,6 +28,11 @@ REPORTS = {
     "mnist1d_instability/k500": ["mnist1d_instability/k500"],
     "mnist1d_instability": ["mnist1d_instability/k0", "mnist1d_instability/k500"],
     "transfer": ["transfer"],
+    "mnist1d_rewinding": [
+        "mnist1d_rewinding/init",
+        "mnist1d_rewinding/step500",
+        "mnist1d_rewinding/lr",
+    ],
 }
 
 
@@ -48,3 +55,10 @@ def test_committed_report_regenerates(folder, tmp_path, capsys):
             want_png = f.read()
         with open(os.path.join(out, "report.png"), "rb") as f:
             assert f.read() == want_png
+
+
+def test_committed_regularizer_table_is_what_results_json_gives():
+    folder = os.path.join(RESULTS, "regularizers")
+    with open(os.path.join(folder, regularizers.TABLE_FILE), encoding="utf-8") as f:
+        want = f.read()
+    assert regularizers.format_table(regularizers.load_results(folder)) + "\n" == want

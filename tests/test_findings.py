@@ -10,8 +10,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from lth_jax.report import across, lottery, paired, regularizers, transfer
 from lth_jax.report import findings as fd
-from lth_jax.report import lottery, paired, transfer
 from lth_jax.report.stats import t_quantile
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "results")
@@ -73,6 +73,19 @@ def test_ranges_group_consecutive_points_of_one_verdict():
     assert r["density_first"] == 0.8**3 and r["density_last"] == 0.8**4
     assert rs[3]["wins_min"] == 5  # b won every trial
     assert rs[0]["wins_min"] is None
+
+
+def test_a_missing_point_ends_a_range():
+    """A round not compared (e.g. refused across workdirs) splits a range of one verdict."""
+    up = _c(5, 0.04, 0.01, 0.07, 5)
+    pts = [{"round": k, "density": 0.8**k, "c": up} for k in (1, 2, 4, 5)]
+    assert [(r["first_round"], r["last_round"]) for r in fd.ranges(pts)] == [(1, 2), (4, 5)]
+    (b,) = fd.paired_bullets(
+        [{"a": "x", "b": "y", "metric": "final_test_accuracy", **r} for r in fd.ranges(pts)],
+        fd.lottery_labels,
+        fd.where_density,
+    )
+    assert "from 80% to 64% and from 41% to 32.8% of the weights" in b
 
 
 # ----------------------------------------------------------------------------- sentences
@@ -317,3 +330,51 @@ def test_committed_lottery_findings_by_hand():
         got += [v] * (r["last_round"] - r["first_round"] + 1)
     assert got == want
     assert "a" in want  # the committed data has a clear verdict for this pair
+
+
+def test_committed_regularizer_findings_by_hand():
+    """The regularizers' paired comparisons recomputed from results.json with numpy."""
+    results = regularizers.load_results(os.path.join(RESULTS, "regularizers"))
+    acc = {r["setting"]: np.array(r["final_test_accuracy"]) for r in results}
+    name = {r["setting"]: r["regularizer"].replace(", ", " + ") for r in results}
+    eff = {(e["a"], e["b"]): e for e in regularizers.effects(results)}
+    for a, b in (("dropout", "none"), ("l1", "none"), ("dropout_maxnorm", "dropout")):
+        d = acc[a] - acc[b]
+        half = t_quantile(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        e = eff[(name[a], name[b])]
+        assert e["mean"] == pytest.approx(d.mean()) and e["wins"] == (d > 0).sum()
+        clear = (d.mean() - half > 0 and (d > 0).sum() >= 4) or (
+            d.mean() + half < 0 and (d < 0).sum() >= 4
+        )
+        assert (fd.verdict(e) != fd.NO_CLEAR) == clear
+    # Every setting against none, max-norm added to dropout, the best mean against the rest.
+    assert sum(e["kind"] == "vs none" for e in eff.values()) == len(results) - 1
+    assert [k for k, e in eff.items() if e["kind"] == "added"] == [
+        ("dropout 0.2 + max-norm 3", "dropout 0.2")
+    ]
+    best = max(acc, key=lambda s: acc[s].mean())
+    assert all(e["a"] == name[best] for e in eff.values() if e["kind"] == "best")
+    bullets = regularizers.findings_bullets(results)
+    zero = [r["regularizer"] for r in results if min(r["exact_zero_fraction"]) > 0]
+    assert bullets[0].startswith(f"- **weights exactly 0**: only {zero[0]} (in 5/5 trials;")
+
+
+def test_cross_workdir_bullets_name_the_runs():
+    recs = _lottery_records()
+    later = [
+        {**r, "final_test_accuracy": r["final_test_accuracy"] + 0.03} if r["round"] else r
+        for r in recs
+        if r["arm"] != "reinit"
+    ]
+    rows, refused = across.cross_pairs([("init", recs, None), ("lr", later, None)])
+    assert refused == []
+    assert list(dict.fromkeys((r["a"], r["b"]) for r in rows)) == [
+        ("lr: ticket", "init: ticket"),
+        ("lr: ticket", "init: reinit"),
+    ]
+    bullets = across.cross_bullets(rows, metrics=["final_test_accuracy"])
+    assert bullets[0] == (
+        "- **lr: ticket vs init: ticket, final test accuracy**: lr: ticket above init: ticket in "
+        "5/5 trials from 80% to 26.2% of the weights (mean paired difference +3.0 points)."
+    )
+    assert bullets[1].startswith("- **lr: ticket vs init: random re-init, final test accuracy**")

@@ -273,9 +273,15 @@ def test_write_report_multi(workdir, tmp_path):
     md = open(os.path.join(workdir, "report.md")).read()
     assert "## exp" in md and "## other" in md
     assert md.count("| round | % weights | arm ") == 2
-    assert md.count("### Paired comparisons") == 2
+    assert md.count("### Paired comparisons\n") == 2
+    assert md.count("## Across workdirs (paired by trial)") == 1
     summary = json.load(open(os.path.join(workdir, "summary.json")))
     assert [w["label"] for w in summary["workdirs"]] == ["exp", "other"]
+    assert summary["across_workdirs"]["paired"][0]["a"] == "other: ticket"
+    # One workdir: no comparison across workdirs.
+    report.write_report(other)
+    assert "across_workdirs" not in json.load(open(os.path.join(other, "summary.json")))
+    assert "Across workdirs" not in open(os.path.join(other, "report.md")).read()
 
 
 def test_main_report(workdir, capsys):
@@ -804,3 +810,122 @@ def test_barrier_panel_draws_each_trial_and_the_threshold(workdir, tmp_path, mon
         v for r in ticket for v in r["barrier_values"]
     )
     assert lottery_figure.BARRIER_THRESHOLD == 0.02
+
+
+# ----------------------------------------------------------------------------- across workdirs
+
+
+def _later(recs, shift=lambda t: 0.05 + 0.002 * t, arms=("ticket",)) -> list[dict]:
+    """Another workdir of the same study: round 0 as in ``recs``, ``arms`` shifted per trial."""
+    out = []
+    for r in recs:
+        if r["round"] == 0:
+            out.append(dict(r))
+        elif r["arm"] in arms and not math.isnan(r["final_test_accuracy"]):
+            acc = r["final_test_accuracy"] + shift(r["trial"])
+            out.append({**r, "final_test_accuracy": acc})
+    return out
+
+
+def test_across_workdirs_pairs_runs_by_trial(tmp_path):
+    first = _records(seed=0, barrier=False)
+    first = [r for r in first if (r["round"], r["arm"], r["trial"]) != (2, "reinit", 1)]
+    first.append(_failed())
+    a = _write(tmp_path / "a", first)
+    b = _write(tmp_path / "b", _later(first))
+    out = tmp_path / "out"
+    report.write_report([a, b], out_dir=out)
+    across = json.load(open(out / "summary.json"))["across_workdirs"]
+    rows = across["paired"]
+    # Every arm of the later workdir against every arm of the earlier one, each round past 0.
+    want = [("b: ticket", f"a: {arm}") for arm in ARMS]
+    for rnd in range(1, ROUNDS):
+        assert [(r["a"], r["b"]) for r in rows if r["round"] == rnd] == want
+    assert all(r["a_round"] == r["b_round"] == r["round"] for r in rows)
+    by = {(r["round"], r["b"]): r for r in rows}
+    c = by[(3, "a: ticket")]["final_test_accuracy"]
+    assert c["trials"] == [0, 1, 2] and c["wins"] == 3
+    assert c["mean"] == pytest.approx(np.mean([0.05 + 0.002 * t for t in range(TRIALS)]))
+    # A trial that failed in the earlier workdir is dropped from both sides.
+    assert by[(2, "a: reinit")]["final_test_accuracy"]["trials"] == [0, 2]
+    assert across["round_0"] == [{"a": "b", "b": "a", "trials": [0, 1, 2], "same": 3}]
+    assert across["refused"] == []
+    md = open(out / "report.md").read()
+    section = md.split("## Across workdirs (paired by trial)\n\n")[1]
+    assert "b vs a 3/3" in section
+    bullet = "- **b: ticket vs a: ticket, final test accuracy**: b: ticket above a: ticket in 3/3"
+    assert bullet in section
+    assert "b: ticket vs a: random pruning" in section  # readable arm names in sentences
+    assert "### Paired comparisons across workdirs" in section and "Not compared" not in section
+
+
+def test_across_workdirs_refuse_rounds_whose_densities_differ(tmp_path):
+    first = _records(seed=0, barrier=False)
+    later = _later(first)
+    for r in later:
+        if (r["round"], r["trial"]) == (3, 1):
+            r["density"] = 0.5
+        r["layer_density"] = {"Dense_0/kernel": r["density"], "head/kernel": 1.0}
+        if r["round"] == 4:
+            r["layer_density"]["head/kernel"] = 0.9
+    a = _write(tmp_path / "a", first)
+    b = _write(tmp_path / "b", later)
+    report.write_report([a, b], out_dir=tmp_path / "out")
+    across = json.load(open(tmp_path / "out" / "summary.json"))["across_workdirs"]
+    assert {r["round"] for r in across["paired"]} == {1, 2, 4}  # layer densities only in b
+    refused = [r for r in across["refused"] if r["b"] == "a: ticket"]
+    assert [(r["round"], r["reason"]) for r in refused] == [(3, "trial 1: density 50% vs 51.2%")]
+    md = open(tmp_path / "out" / "report.md").read()
+    assert "Not compared (their per-round densities or setups differ):" in md
+    assert "- `b: ticket` vs `a: ticket`, round 3: trial 1: density 50% vs 51.2%." in md
+    # A range of the findings does not run over the round not compared.
+    found = [
+        (f["first_round"], f["last_round"])
+        for f in across["findings"]["paired"]
+        if f["b"] == "a: ticket" and f["metric"] == "final_test_accuracy"
+    ]
+    assert found == [(1, 2), (4, 4)]
+    # Per-layer densities are compared where both records hold them.
+    for r in first:
+        r["layer_density"] = {"Dense_0/kernel": r["density"], "head/kernel": 1.0}
+    _write(tmp_path / "a", first)
+    report.write_report([a, b], out_dir=tmp_path / "out")
+    across = json.load(open(tmp_path / "out" / "summary.json"))["across_workdirs"]
+    assert {r["round"] for r in across["paired"]} == {1, 2}
+    reasons = {r["round"]: r["reason"] for r in across["refused"] if r["b"] == "a: ticket"}
+    assert reasons[4] == "trial 0: head/kernel density 90% vs 100%"
+
+
+def test_across_workdirs_refuse_workdirs_of_another_setup(tmp_path):
+    first = _records(seed=0, barrier=False)
+    a = _write(tmp_path / "a", first, config=_config(seed=0))
+    b = _write(tmp_path / "b", _later(first), config=_config(seed=1))
+    report.write_report([a, b], out_dir=tmp_path / "out")
+    across = json.load(open(tmp_path / "out" / "summary.json"))["across_workdirs"]
+    assert across["paired"] == []
+    reasons = {(r["round"], r["reason"]) for r in across["refused"]}
+    assert reasons == {(None, "seed differs (1 vs 0)")}
+    md = open(tmp_path / "out" / "report.md").read()
+    assert "- `b: ticket` vs `a: ticket`, every round: seed differs (1 vs 0)." in md
+    assert "- No paired comparison across workdirs." in md
+
+
+def test_figure_gives_each_line_of_several_workdirs_its_colour(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    seen = {}
+    real = Figure.legend
+
+    def spy(self, handles, labels, **kw):
+        seen.update({lab: h for h, lab in zip(handles, labels)})
+        return real(self, handles, labels, **kw)
+
+    monkeypatch.setattr(Figure, "legend", spy)
+    first = _records(seed=0, barrier=False)
+    dirs = [_write(tmp_path / "a", first), _write(tmp_path / "b", _later(first))]
+    dirs.append(_write(tmp_path / "c", _later(first, shift=lambda t: 0.01)))
+    report.write_report(dirs, out_dir=tmp_path / "out")
+    _check_png(str(tmp_path / "out" / "report.png"))
+    lines = ["a: ticket", "a: random re-init", "a: random pruning", "b: ticket", "c: ticket"]
+    colours = [seen[name].get_color() for name in lines]
+    assert len(set(colours)) == len(lines)

@@ -20,11 +20,28 @@ for k = 0), and their IMP subnetworks rewound to initialization are stable and
 matching; deeper CIFAR networks are unstable at k = 0 and become stable after
 a few percent of training. MNIST-1D was not in the paper.
 
-Our result (``experiments/results/mnist1d_instability/``, 3 trials): at k = 0
-the dense MLP is far from stable (barrier 38 points) and its IMP subnetworks,
-although more accurate than the dense network, stay unstable (barriers 11-17
-points down to 6.9% of the weights); at k = 500 every network is stable
-(barriers 0.5-1.7 points) and the tickets still beat the dense accuracy.
+Ours (paired by trial; generated from experiments/results/mnist1d_instability/; ``k0`` rewinds to
+initialization, ``k500`` to step 500; error barriers by the 2-point rule of Frankle et al.):
+
+<!-- generated from experiments/results/mnist1d_instability: begin -->
+experiments/results/mnist1d_instability/k0:
+- error barrier, ticket (100%: dense): above the 2-point threshold from 100% to 6.9% of the weights:
+  3/3 trials exceed 2 points (mean barrier 11.3 to 38.0 points).
+- ticket vs dense, final test accuracy: ticket above dense in 3/3 trials at 41%, from 26.2% to 13.4%
+  and at 6.9% of the weights (mean paired difference +7.0 to +8.9 points); no clear difference
+  elsewhere.
+- ticket vs dense, test accuracy at early stop: ticket above dense in 3/3 trials at 10.7% of the
+  weights (mean paired difference +5.9 points); no clear difference elsewhere.
+experiments/results/mnist1d_instability/k500:
+- error barrier, ticket (100%: dense): below the 2-point threshold from 100% to 21% and from 10.7%
+  to 8.6% of the weights: 3/3 trials are at most 2 points (mean barrier 0.5 to 1.3 points); no clear
+  verdict from 16.8% to 13.4% and at 6.9% of the weights (mean barrier 1.1 to 1.7 points).
+- ticket vs dense, final test accuracy: ticket above dense in 3/3 trials at 21% and from 13.4% to
+  6.9% of the weights (mean paired difference +5.1 to +9.4 points); no clear difference elsewhere.
+- ticket vs dense, test accuracy at early stop: ticket above dense in 3/3 trials at 80%, at 51.2%
+  and from 32.8% to 6.9% of the weights (mean paired difference +4.5 to +12.4 points); no clear
+  difference elsewhere.
+<!-- generated from experiments/results/mnist1d_instability: end -->
 """
 
 import ml_collections

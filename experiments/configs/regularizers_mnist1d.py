@@ -23,7 +23,32 @@ Published result this illustrates (Tibshirani 1996; Srivastava et al. 2014,
 Table 2 for dropout and max-norm on MNIST): L1 penalties, solved with a
 proximal step, give exactly sparse weights, which L2 and weight decay do not
 (they only shrink weights); dropout and max-norm regularize without making
-weights zero. Our numbers: ``experiments/results/regularizers/table.md``.
+weights zero.
+
+Ours (paired by trial; generated from experiments/results/regularizers/):
+
+<!-- generated from experiments/results/regularizers: begin -->
+- weights exactly 0: only proximal L1 0.1 (in 5/5 trials; 10.5 ± 1.4% of the kernel weights) leaves
+  kernel weights at exactly 0; no weight is exactly 0 in any trial of the other settings.
+- coupled L2 0.01 vs none, final test accuracy: no clear difference (+0.9 points [-0.7, +2.6],
+  coupled L2 0.01 higher in 4/5 trials).
+- decoupled weight decay 1 vs none, final test accuracy: no clear difference (+1.1 points [-1.0,
+  +3.2], decoupled weight decay 1 higher in 3/5 trials).
+- proximal L1 0.1 vs none, final test accuracy: no clear difference (+2.4 points [-0.1, +4.9],
+  proximal L1 0.1 higher in 4/5 trials).
+- dropout 0.2 vs none, final test accuracy: dropout 0.2 above none in 5/5 trials (+5.6 points [+4.1,
+  +7.1]).
+- dropout 0.2 + max-norm 3 vs none, final test accuracy: dropout 0.2 + max-norm 3 above none in 5/5
+  trials (+5.2 points [+3.3, +7.1]).
+- dropout 0.2 + max-norm 3 vs dropout 0.2, final test accuracy: no clear difference (-0.4 points
+  [-1.3, +0.5], dropout 0.2 + max-norm 3 higher in 2/5 trials).
+- dropout 0.2 (highest mean) vs coupled L2 0.01, final test accuracy: dropout 0.2 above coupled L2
+  0.01 in 5/5 trials (+4.7 points [+3.7, +5.7]).
+- dropout 0.2 (highest mean) vs decoupled weight decay 1, final test accuracy: dropout 0.2 above
+  decoupled weight decay 1 in 5/5 trials (+4.5 points [+3.5, +5.5]).
+- dropout 0.2 (highest mean) vs proximal L1 0.1, final test accuracy: dropout 0.2 above proximal L1
+  0.1 in 5/5 trials (+3.2 points [+1.7, +4.8]).
+<!-- generated from experiments/results/regularizers: end -->
 """
 
 import ml_collections

@@ -48,16 +48,31 @@ fine-tuning; Morcos et al. (2019, "One ticket to win them all") report that
 lottery tickets found on one dataset transfer to another, often about as well
 as the target's own tickets. This small MLP is a weak test of all three.
 
-What to expect (``experiments/results/transfer/``, 5 trials): the source MLP
-reaches about 65% on digits 0-4. On 5-9, pretraining beats scratch by about 3
-points with 15 examples (33% against 30%, chance 20%) and 5 points with 151
-(51% against 46%), better in every trial, and by about 2 points (within the
-spread) with all 1,507; dropout helps the scratch network by about 2.5 points
-from 151 examples on and does nothing resolvable to the pretrained one; L2-SP
-0.01 costs about 2 points with the full target set. The source ticket is no
-better than a random mask with the full target set, where the target's own
-ticket wins by about 6 points. ``report.md`` gives every number with its
-spread.
+Ours (paired by trial; generated from experiments/results/transfer/; ``report.md`` gives every
+arm's mean and spread):
+
+<!-- generated from experiments/results/transfer: begin -->
+- pretraining (no dropout): pretrained vs scratch: pretrained above scratch in 5/5 trials with 15 to
+  151 target examples (mean paired difference +3.0 to +5.3 points); no clear difference elsewhere.
+- pretraining (with dropout): pretrained+dropout vs scratch+dropout: pretrained+dropout above
+  scratch+dropout in 5/5 trials with 15 to 151 target examples (mean paired difference +3.4 to +3.5
+  points); no clear difference elsewhere.
+- dropout, pretrained: pretrained+dropout vs pretrained: no clear difference at any target size (3
+  target sizes).
+- dropout, scratch: scratch+dropout vs scratch: scratch+dropout above scratch in 5/5 trials with 151
+  target examples (mean paired difference +2.4 points); no clear difference elsewhere.
+- L2-SP, pretrained: pretrained+l2sp vs pretrained: pretrained above pretrained+l2sp in 5/5 trials
+  with 1,507 target examples (mean paired difference +2.2 points); no clear difference elsewhere.
+- source ticket vs target ticket: ticket_source vs ticket_target: ticket_source above ticket_target
+  in 5/5 trials with 151 target examples (mean paired difference +2.7 points); ticket_target above
+  ticket_source in 5/5 trials with 1,507 target examples (mean paired difference +6.0 points); no
+  clear difference elsewhere.
+- source ticket vs its reinit: ticket_source vs ticket_source_reinit: ticket_source_reinit above
+  ticket_source in 4/5 trials with 1,507 target examples (mean paired difference +1.1 points); no
+  clear difference elsewhere.
+- source ticket vs random mask: ticket_source vs random pruning: no clear difference at any target
+  size (3 target sizes).
+<!-- generated from experiments/results/transfer: end -->
 """
 
 import ml_collections

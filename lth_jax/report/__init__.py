@@ -7,16 +7,20 @@ report of its kind, with ``summary.json`` (its numbers, for programs) next to
 
 * lottery and instability workdirs (:mod:`lth_jax.report.lottery`, figure in
   :mod:`lth_jax.report.lottery_figure`): accuracy, early-stop step and error
-  barrier against % weights, one or several workdirs compared, and the
-  paired comparisons between arms (:mod:`lth_jax.report.paired`);
+  barrier against % weights, one or several workdirs compared, the paired
+  comparisons between arms (:mod:`lth_jax.report.paired`) and, for several
+  workdirs, across them, paired by trial (:mod:`lth_jax.report.across`);
 * a transfer workdir (:mod:`lth_jax.report.transfer`): target accuracy against
   the target training-set size, reported on its own.
 
 Every report opens with Findings generated from its paired comparisons by one
 stated rule (:mod:`lth_jax.report.findings`; for instability workdirs also the
 error barriers against the 2-point threshold), and
-:mod:`lth_jax.report.readme` writes the README's result blocks from the
-committed metrics (``python -m lth_jax.report.readme README.md``).
+:mod:`lth_jax.report.readme` writes the result blocks of README.md, of the
+results READMEs and of the preset docstrings from the committed metrics
+(``python -m lth_jax.report.readme``; what a block holds:
+:mod:`lth_jax.report.blocks`, the regularizer comparison's:
+:mod:`lth_jax.report.regularizers`).
 
 The pieces they share: :mod:`lth_jax.report.files` (reading and writing the
 files), :mod:`lth_jax.report.stats` (failed records, statistics over trials,

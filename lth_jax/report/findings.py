@@ -16,7 +16,8 @@ verdict:
 
 Ties count as neither a win nor a loss. There is no correction for the number
 of comparisons. Consecutive points (in density order, or target-size order)
-with the same verdict form one range (:func:`ranges`).
+with the same verdict form one range (:func:`ranges`); a point missing (a round
+not compared) ends a range.
 
 **Barrier rule** (instability workdirs; the 2-point threshold of Frankle et
 al. 2020, who call a network stable when its test-error barrier is under 2
@@ -132,7 +133,7 @@ def _winner_wins(c: Mapping, v: str) -> int | None:
 
 
 def _group(points: Iterable[Mapping], at: str, pos: str, value: str, side: str) -> list[dict]:
-    """Consecutive ``points`` of one ``verdict`` as one range.
+    """Consecutive ``points`` of one ``verdict`` as one range (a gap in ``at`` ends a range).
 
     A point: ``verdict``, ``at``, ``pos``, ``value`` (a number or ``None``),
     ``side`` (the trials on the verdict's side, ``None`` without one) and ``n``.
@@ -143,7 +144,8 @@ def _group(points: Iterable[Mapping], at: str, pos: str, value: str, side: str) 
     out: list[dict] = []
     for p in points:
         v, x, k, n = p["verdict"], p["value"], p["side"], p["n"]
-        if not out or out[-1]["verdict"] != v:
+        gap = bool(out) and isinstance(p[at], int) and p[at] != out[-1][f"last_{at}"] + 1
+        if not out or out[-1]["verdict"] != v or gap:
             out.append({"verdict": v, f"first_{at}": p[at], f"last_{at}": p[at]})
             out[-1].update({f"{pos}_first": p[pos], f"{pos}_last": p[pos]})
             out[-1].update({f"{value}_min": x, f"{value}_max": x, f"{side}_min": k, "n_min": n})

@@ -54,6 +54,7 @@ import numpy as np
 
 from lth_jax.checks import get
 from lth_jax.report import files
+from lth_jax.report.across import across_report
 from lth_jax.report.findings import findings_lines, lottery_findings
 from lth_jax.report.lottery_figure import plot_report
 from lth_jax.report.paired import PAIRED_NOTE, format_paired, lottery_pairs
@@ -386,7 +387,7 @@ def _notes(band: str, curve: bool = False, stops: Sequence[str] = ("val_loss",))
     )
 
 
-def summary_data(sections: Sequence[tuple]) -> dict:
+def summary_data(sections: Sequence[tuple], across: Mapping | None = None) -> dict:
     """The content of ``summary.json``: ``sections = [(label, rows, pairs, findings), ...]``.
 
     ``{"kind": "lottery", "units": ..., "ci_level": 0.95, "workdirs": [{"label",
@@ -394,9 +395,10 @@ def summary_data(sections: Sequence[tuple]) -> dict:
     ``summary`` holds the rows of :func:`summarize`, ``paired`` those of
     :func:`lth_jax.report.paired.lottery_pairs`, ``findings`` the dict of
     :func:`lth_jax.report.findings.lottery_findings` (left out when a section
-    has none).
+    has none); ``across_workdirs`` holds ``across`` (the comparisons across
+    workdirs, :func:`lth_jax.report.across.across_report`) when given.
     """
-    return {
+    out = {
         "kind": "lottery",
         "units": "accuracies and their differences as fractions (0-1), as in metrics.jsonl",
         "ci_level": CI_LEVEL,
@@ -406,6 +408,7 @@ def summary_data(sections: Sequence[tuple]) -> dict:
             for s in sections
         ],
     }
+    return out | ({"across_workdirs": across} if across is not None else {})
 
 
 def write_report(
@@ -424,7 +427,9 @@ def write_report(
 
     Several workdirs: one comparison figure, lines labelled
     ``<dirname>: <arm>``, and a ``report.md`` with one section (config line,
-    findings, table, paired comparisons) per workdir, written into ``out_dir``, default
+    findings, table, paired comparisons) per workdir, then the comparisons
+    across workdirs, paired by trial (:mod:`lth_jax.report.across`; also
+    ``across_workdirs`` in ``summary.json``), written into ``out_dir``, default
     the **first** workdir; returns the tables, each under a ``<dirname>:``
     line, separated by blank lines.
 
@@ -463,13 +468,20 @@ def write_report(
     md = [f"# {title}", ""]
     for lab, (d, records, rows, pairs) in zip(labels, loaded):
         md.append(_section(d, records, rows, pairs, heading=lab if multi else None))
+    across = None
+    if multi:
+        runs = [
+            (lab, recs, files.read_config(d)[0]) for lab, (d, recs, _, _) in zip(labels, loaded)
+        ]
+        lines, across = across_report(runs)
+        md.append("\n".join(lines))
     curve = any(has_curve(rows) for _, _, rows, _ in loaded)
     files.write_markdown(out, md, title, _notes(band, curve, stops))
     sections = [
         (lab, rows, pairs, lottery_findings(records, pairs))
         for lab, (_, records, rows, pairs) in zip(labels, loaded)
     ]
-    files.write_summary(out, summary_data(sections))
+    files.write_summary(out, summary_data(sections, across))
 
     if not multi:
         return format_table(loaded[0][2])

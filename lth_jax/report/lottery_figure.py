@@ -147,8 +147,8 @@ def plot_report(
     """Draw the report figure for ``series = [(label, rows), ...]`` into ``path``.
 
     One series is one workdir (``rows`` from :func:`lth_jax.report.lottery.summarize`). With one
-    series, lines are labelled by arm; with several, ``<label>: <arm>``, colour
-    by arm and marker/line style by series. Panels: final test accuracy, test
+    series, lines are labelled and coloured by arm; with several, ``<label>: <arm>``, one
+    colour per line and the marker/line style by series. Panels: final test accuracy, test
     accuracy at early stop, early-stop step and, when some row has one, the
     test-error barrier, all against % weights remaining. Each series' round-0
     rows are its dense reference (marker and dashed line) and the first point
@@ -188,12 +188,14 @@ def plot_report(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3) if len(panels) == 3 else fig.subplots(2, 2).ravel()
 
-    arm_colors: dict[str, Any] = {}
+    # One colour a line: by arm, or by (series, arm) when several series.
+    arm_colors: dict[Any, Any] = {}
     palette = [f"C{i}" for i in range(10)]
-    for _, rows in series:
+    for label, rows in series:
         for r in rows:
             if r["round"] != 0 or any(q["arm"] == r["arm"] and q["round"] for q in rows):
-                arm_colors.setdefault(r["arm"], palette[len(arm_colors) % len(palette)])
+                key = (label, r["arm"]) if multi else r["arm"]
+                arm_colors.setdefault(key, palette[len(arm_colors) % len(palette)])
     grays = ("black", "dimgray", "darkgray", "silver")
 
     all_pct = [100 * r["density"] for _, rows in series for r in rows]
@@ -241,7 +243,7 @@ def plot_report(
         for arm, arm_rows in arm_lines(rows).items():
             own = [r for r in arm_rows if r["arm"] == arm]
             x = np.array([100 * r["density"] for r in arm_rows])
-            color = arm_colors[arm]
+            color = arm_colors[(label, arm) if multi else arm]
             line_label = f"{label}: {arm_label(arm)}" if multi else arm_label(arm)
             n_failed = sum(r["n_failed"] for r in own)
             if n_failed:
