@@ -41,6 +41,13 @@ It prints a table and writes every figure to ``--out`` (JSON). What it measures:
 * On a GPU it also times Conv-6 and ResNet-20 on CIFAR-shaped data (FLOPs from
   XLA's cost analysis of one step); ``--conv`` does so on a CPU too.
 
+``--sparse`` measures something else instead: exported file size and CPU
+inference latency of pruned networks by density, dense against masked dense,
+``jax.experimental.sparse`` and ``scipy.sparse`` (``experiments/sparse_benchmark.py``;
+``python experiments/benchmark.py --sparse --help`` lists its options)::
+
+    python experiments/benchmark.py --sparse [--quick] [--out DIR] [--update-readme]
+
 Timings are repeated (``--repeats``); the table shows the median and the JSON
 also holds the best and every sample. The 1-minute load average before and
 after is recorded: on a shared machine, other processes lower every figure.
@@ -82,6 +89,12 @@ def _parse(argv):
         help="comma-separated arms of the IMP run (ticket,reinit,random_mask)",
     )
     p.add_argument("--conv", action="store_true", help="also time Conv-6 and ResNet-20 on a CPU")
+    p.add_argument(
+        "--sparse",
+        action="store_true",
+        help="instead: sparse inference by density (experiments/sparse_benchmark.py; its own "
+        "options: --quick, --out DIR, --repeats, --budget, --batch, --update-readme)",
+    )
     p.add_argument("--no-imp", action="store_true", help="skip the IMP run")
     p.add_argument(
         "--cache",
@@ -913,6 +926,12 @@ def _table(res):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--sparse" in argv:  # sparse inference: its own measurements (sparse_benchmark.py)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import sparse_benchmark
+
+        return sparse_benchmark.main([a for a in argv if a != "--sparse"])
     args = _parse(argv)
     s = _settings(args)
     from lth_jax import parallel

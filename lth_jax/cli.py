@@ -4,6 +4,7 @@
 
     lth-jax run [--config FILE[:ARG]] --workdir DIR [--config.KEY=VALUE ...] [--overwrite]
     lth-jax report DIR [DIR ...] [--out DIR] [--band ci|std|sem|minmax]
+    lth-jax export DIR --round R --trial T [--arm ARM] [--weights trained|rewind] --out FILE
 
 ``run`` with no ``--config`` runs the embedded default (IMP on MNIST-1D, see
 :func:`lth_jax.config.default_config`). Configs are Python files defining
@@ -17,6 +18,11 @@ workdir resumes it.
 first DIR, or ``--out``); ``--band`` picks the figure's band around the mean
 over trials: ``ci`` (the 95% confidence interval of the mean, the default),
 ``std``, ``sem`` (standard error) or ``minmax``.
+
+``export`` writes one run of a lottery workdir (round, trial, arm; its trained
+or rewind weights) as a sparse model file and prints its size against the
+dense float32 weights (:mod:`lth_jax.sparse.export`; load it with
+:func:`lth_jax.sparse.load`).
 
 Overrides ``--config.KEY=VALUE`` (or ``--config.KEY VALUE``) set one declared
 key; ``ml_collections.config_flags`` parses them as the key's type: integers,
@@ -95,7 +101,9 @@ from lth_jax.workdir import RunFailed
 USAGE = (
     "usage: lth-jax run [--config FILE[:ARG]] --workdir DIR [--config.KEY=VALUE ...]"
     " [--overwrite]\n"
-    "       lth-jax report DIR [DIR ...] [--out DIR] [--band ci|std|sem|minmax]"
+    "       lth-jax report DIR [DIR ...] [--out DIR] [--band ci|std|sem|minmax]\n"
+    "       lth-jax export DIR --round R --trial T [--arm ARM] [--weights trained|rewind]"
+    " --out FILE"
 )
 
 
@@ -399,6 +407,34 @@ def _report(argv) -> int:
         raise UsageError(_one_line(str(e))) from None
 
 
+def _export(argv) -> int:
+    p = _ArgumentParser(prog="lth-jax export", exit_on_error=False, add_help=False)
+    p.add_argument("workdir", nargs="?")
+    p.add_argument("--round", type=int, default=None)
+    p.add_argument("--trial", type=int, default=None)
+    p.add_argument("--arm", default=None)
+    p.add_argument("--weights", default="trained", choices=("trained", "rewind"))
+    p.add_argument("--out", default=None)
+    usage = USAGE.splitlines()[2].strip()
+    if any(a in ("-h", "--help") for a in argv):
+        raise _Help()
+    try:
+        args, unknown = p.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise UsageError(str(e)) from None
+    if unknown:
+        raise UsageError(f"unexpected argument {unknown[0]!r}; {usage}")
+    given = {"DIR": args.workdir, "--round": args.round, "--trial": args.trial, "--out": args.out}
+    missing = [name for name, value in given.items() if value is None]
+    if missing:
+        raise UsageError(f"export needs {', '.join(missing)}; {usage}")
+    from lth_jax.sparse import export  # here: `lth-jax report` never imports JAX
+
+    info = export.export(args.workdir, args.round, args.trial, args.out, args.arm, args.weights)
+    print(f"wrote {args.out}: {export.summary(info)}")
+    return 0
+
+
 def main(argv=None) -> int:
     """Entry point of the ``lth-jax`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -412,7 +448,9 @@ def main(argv=None) -> int:
             return _run(rest)
         if cmd == "report":
             return _report(rest)
-        raise UsageError(f"unknown command {cmd!r}; commands are: run, report")
+        if cmd == "export":
+            return _export(rest)
+        raise UsageError(f"unknown command {cmd!r}; commands are: run, report, export")
     except _Help:
         print(__doc__.strip() if argv and argv[0] != "run" else USAGE)
         return 0

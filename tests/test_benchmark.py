@@ -92,3 +92,95 @@ def test_engine_permutation_is_jax_permutation():
     np.testing.assert_array_equal(
         pipeline._stable_argsort_u32(keys), np.argsort(np.asarray(keys), kind="stable")
     )
+
+
+# ----------------------------------------------------------------------------- sparse inference
+
+SPARSE_RESULTS = os.path.join(ROOT, "experiments", "results", "sparse_benchmark")
+
+
+def _sparse_module():
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    try:
+        import sparse_benchmark
+    finally:
+        sys.path.pop(0)
+    return sparse_benchmark
+
+
+def test_sparse_benchmark_quick(tmp_path):
+    """``--sparse --quick``: both networks at 2 densities, every way timed and checked."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    out = tmp_path / "sparse"
+    args = ["--sparse", "--quick", "--repeats", "2", "--budget", "0.1", "--batch", "50"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "experiments", "benchmark.py"),
+            *args,
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "sparse_benchmark.json").read_text())
+    sb = _sparse_module()
+    assert [(r["network"], r["density"]) for r in res["rows"]] == [
+        (net, d) for net in sb.NETWORKS for d in (0.5, 0.1)
+    ]
+    assert res["meta"]["batches"] == [1, 50] and _positive(res["meta"]["cores"])
+    for r in res["rows"]:
+        assert abs(r["alive"] / r["prunable"] - r["density"]) < 1e-3
+        assert 0 < r["file_bytes"] < r["dense_float32_bytes"]
+        for m in sb.METHODS:
+            assert r["max_abs_diff"][m] < 1e-3, (m, r["max_abs_diff"])
+            for b in ("1", "50"):
+                assert _positive(r["latency"][m][b]["median_s"]), (m, b)
+    md = (out / "sparse_benchmark.md").read_text()
+    assert md == sb.render(res) and md in proc.stdout
+    assert "Slower than dense at batch 1:" in md
+
+
+def test_readme_shows_the_committed_sparse_benchmark():
+    """README's table is the committed markdown, which is what the committed JSON renders to."""
+    sb = _sparse_module()
+    with open(os.path.join(SPARSE_RESULTS, "sparse_benchmark.json"), encoding="utf-8") as f:
+        res = json.load(f)
+    with open(os.path.join(SPARSE_RESULTS, "sparse_benchmark.md"), encoding="utf-8") as f:
+        md = f.read()
+    assert md == sb.render(res), "run: python experiments/benchmark.py --sparse (see README)"
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert sb.readme_block(md) in readme
+    assert [r["density"] for r in res["rows"]] == list(sb.DENSITIES) * len(sb.NETWORKS)
+    assert res["meta"]["batches"] == [1, 1000]
+
+
+def test_sparse_findings_say_where_sparse_loses():
+    sb = _sparse_module()
+
+    def row(d, times, size):
+        lat = {m: {"1": {"median_s": t}, "1000": {"median_s": t}} for m, t in times.items()}
+        return {
+            "network": "net",
+            "density": d,
+            "file_bytes": size,
+            "dense_float32_bytes": 100,
+            "latency": lat,
+        }
+
+    t = lambda dense, bcsr: {"dense": dense, "masked": dense, "bcsr": bcsr, "bcoo": 9, "scipy": 0.1}
+    res = {
+        "meta": {"batches": [1, 1000]},
+        "rows": [row(1.0, t(1, 2), 150), row(0.5, t(1, 1.5), 60), row(0.1, t(1, 0.5), 20)],
+    }
+    (text,) = sb.findings(res)
+    assert "larger than the dense float32 weights at 100%; at 10% it is 0.20x" in text
+    assert "jax BCSR at 100% and 50%" in text
+    assert "jax BCOO at every density" in text and "scipy CSR at no density" in text
