@@ -150,6 +150,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 0.0  # decoupled, after the optimizer (AdamW)
     c.optimizer.l1 = 0.0  # proximal L1 (exact zeros), last in the chain
     c.optimizer.max_norm = 0.0  # max-norm of each unit's incoming weights; 0 = off
+    c.optimizer.max_norm_head = True  # max-norm on the output layer too (False: hidden units only)
 
     c.imp = ml_collections.ConfigDict()
     c.imp.rounds = 5
@@ -395,6 +396,7 @@ def validate(c) -> None:
         if not checks.is_number(b) or not 0 < b < 1:
             raise ConfigError(f"optimizer.step_boundaries must be fractions in (0, 1), got {b!r}")
     check(checks.number, "optimizer.step_factor", 0, inf, lo_open=True)
+    check(checks.boolean, "optimizer.max_norm_head")
     for key in ("l2", "weight_decay", "l1", "max_norm"):
         check(checks.number, f"optimizer.{key}", 0, inf)
 

@@ -10,6 +10,10 @@ The chain, in order (each part only when its strength is non-zero)::
         max_norm(c),                       # projection: last
     )))
 
+``max_norm`` constrains every kernel's units, the output layer's included;
+with ``optimizer.max_norm_head = False`` only the hidden units' (every kernel
+but those of the layer named ``head``), as Srivastava et al. 2014 describe it.
+
 ``keep_pruned`` (:mod:`lth_jax.masks`) holds the mask and zeroes the update of
 every pruned weight after the whole chain, so pruned weights stay exactly 0
 under momentum and weight decay. The learning rate is injected: the engine sets
@@ -106,8 +110,14 @@ def optimizer_chain(opt, learning_rate) -> optax.GradientTransformation:
     if opt.get("l1", 0.0):
         parts.append(reg.prox_l1(float(opt.l1), learning_rate))
     if opt.get("max_norm", 0.0):
-        parts.append(reg.max_norm(float(opt.max_norm)))
+        hidden = not opt.get("max_norm_head", True)
+        parts.append(reg.max_norm(float(opt.max_norm), mask=_hidden_kernels if hidden else None))
     return optax.chain(*parts)
+
+
+def _hidden_kernels(path: str, leaf) -> bool:
+    """Kernels (``ndim >= 2``) outside the output layer ``head``: the hidden units' weights."""
+    return path.split("/")[-1] == "kernel" and leaf.ndim >= 2 and not path.startswith("head/")
 
 
 def make_optimizer(opt) -> optax.GradientTransformation:

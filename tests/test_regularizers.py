@@ -439,3 +439,28 @@ def test_bad_max_value_raises(c):
     with pytest.raises(ValueError, match="> 0") as err:
         max_norm(c)
     assert repr(c) in str(err.value)
+
+
+def test_max_norm_head_false_constrains_hidden_units_only():
+    """optimizer.max_norm_head=False: the output layer ``head`` is left free."""
+    import ml_collections
+
+    from lth_jax import optim
+
+    opt = ml_collections.ConfigDict(
+        {"name": "sgd", "l2": 0.0, "weight_decay": 0.0, "l1": 0.0, "max_norm": 1.0}
+    )
+    params = {
+        "Dense_0": {"kernel": jnp.full((4, 3), 2.0), "bias": jnp.full((3,), 5.0)},
+        "head": {"kernel": jnp.full((3, 2), 2.0), "bias": jnp.zeros(2)},
+    }
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    for head, want_head in ((True, 1.0), (False, 12**0.5)):  # column norm of head's kernel
+        opt.max_norm_head = head
+        tx = optim.optimizer_chain(opt, 0.1)
+        u, _ = tx.update(zeros, tx.init(params), params)
+        new = optax.apply_updates(params, u)
+        norms = lambda k: jnp.sqrt(jnp.sum(jnp.square(k), axis=0))
+        assert jnp.allclose(norms(new["Dense_0"]["kernel"]), 1.0)
+        assert jnp.allclose(norms(new["head"]["kernel"]), want_head, rtol=1e-6)
+        assert jnp.array_equal(new["Dense_0"]["bias"], params["Dense_0"]["bias"])
