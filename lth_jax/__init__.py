@@ -41,6 +41,7 @@ _SUBMODULES = (
     "regularizers_sp",
     "report",
     "rng",
+    "sparse",
     "train",
     "transfer",
     "workdir",

@@ -15,6 +15,7 @@ MODULES = [
     "lth_jax.optim",
     "lth_jax.curves",
     "lth_jax.checks",
+    "lth_jax.sparse.fileformat",
     "lth_jax.data.pipeline",
     "lth_jax.models",
 ]
