@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from lth_jax.report.tables import markdown_table
+from lth_jax.report.regularizers import format_table  # the table of table.md and the README
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRESET = os.path.join(HERE, "configs", "regularizers_mnist1d.py")
@@ -89,36 +89,6 @@ def run_setting(setting: str, workdir: str, trials: int, overrides: list[str]) -
         "wall_time_s": round(time.perf_counter() - t0, 1),
         "config": json.loads(c.to_json(sort_keys=True)),
     }
-
-
-def _ms(values, scale=100.0, digits=2) -> str:
-    a = np.asarray(values, dtype=np.float64) * scale
-    if a.size == 1:
-        return f"{a[0]:.{digits}f}"
-    return f"{a.mean():.{digits}f} ± {a.std(ddof=1):.{digits}f}"
-
-
-def format_table(results: list[dict]) -> str:
-    header = [
-        "setting",
-        "regularizer",
-        "final test acc (%)",
-        "test acc at early stop (%)",
-        "weights exactly 0 (%)",
-        "weights with abs < 1e-3 (%)",
-    ]
-    body = [
-        [
-            r["setting"],
-            r["regularizer"],
-            _ms(r["final_test_accuracy"]),
-            _ms(r["test_accuracy_at_best_val"]),
-            _ms(r["exact_zero_fraction"]),
-            _ms(r["below_1e-3_fraction"]),
-        ]
-        for r in results
-    ]
-    return markdown_table(header, body, [False, False, True, True, True, True], padded=False)
 
 
 def main(argv=None) -> int:

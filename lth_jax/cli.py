@@ -385,12 +385,8 @@ def _run(argv) -> int:
     return 0
 
 
-def _report(argv) -> int:
-    p = _ArgumentParser(prog="lth-jax report", exit_on_error=False, add_help=False)
-    p.add_argument("dirs", nargs="*")
-    p.add_argument("--out", default=None)
-    p.add_argument("--band", default="ci", choices=tuple(report.BANDS))
-    usage = USAGE.splitlines()[1].strip()
+def _parse(p, argv, usage: str):
+    """``p``'s arguments from ``argv``: ``--help`` raises :class:`_Help`; errors, one line."""
     if any(a in ("-h", "--help") for a in argv):
         raise _Help()
     try:
@@ -399,6 +395,16 @@ def _report(argv) -> int:
         raise UsageError(str(e)) from None
     if unknown:
         raise UsageError(f"unexpected argument {unknown[0]!r}; {usage}")
+    return args
+
+
+def _report(argv) -> int:
+    p = _ArgumentParser(prog="lth-jax report", exit_on_error=False, add_help=False)
+    p.add_argument("dirs", nargs="*")
+    p.add_argument("--out", default=None)
+    p.add_argument("--band", default="ci", choices=tuple(report.BANDS))
+    usage = USAGE.splitlines()[1].strip()
+    args = _parse(p, argv, usage)
     if not args.dirs:
         raise UsageError(f"report needs a DIR; {usage}")
     try:
@@ -416,14 +422,7 @@ def _export(argv) -> int:
     p.add_argument("--weights", default="trained", choices=("trained", "rewind"))
     p.add_argument("--out", default=None)
     usage = USAGE.splitlines()[2].strip()
-    if any(a in ("-h", "--help") for a in argv):
-        raise _Help()
-    try:
-        args, unknown = p.parse_known_args(argv)
-    except argparse.ArgumentError as e:
-        raise UsageError(str(e)) from None
-    if unknown:
-        raise UsageError(f"unexpected argument {unknown[0]!r}; {usage}")
+    args = _parse(p, argv, usage)
     given = {"DIR": args.workdir, "--round": args.round, "--trial": args.trial, "--out": args.out}
     missing = [name for name, value in given.items() if value is None]
     if missing:

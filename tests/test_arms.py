@@ -4,27 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny import tiny_config
 
 from lth_jax import arms, lottery, masks, pruning
-from lth_jax import config as config_lib
-from lth_jax.checks import set_value
 
 
-def tiny_config(**overrides):
-    c = config_lib.default_config()
-    c.num_trials = 2
-    c.progress = False
-    c.model.kwargs.features = (32, 16)
-    c.train.steps = 100
-    c.train.eval_every = 50
-    c.train.batch_size = 50
-    c.imp.rounds = 2
-    c.imp.prune_rate = 0.5
-    c.num_devices = 1
-    c.arms = ("ticket", "one_shot")
-    for key, value in overrides.items():
-        set_value(c, key, value)
-    return c
+def _config(**overrides):
+    return tiny_config(**{"arms": ("ticket", "one_shot"), **overrides})
 
 
 def _kernel(tree, trial):
@@ -33,7 +19,7 @@ def _kernel(tree, trial):
 
 @pytest.fixture(scope="module")
 def rounds():
-    exp = lottery.Experiment(tiny_config())
+    exp = lottery.Experiment(_config())
     s0, r0 = exp.dense_round()
     s1, r1 = exp.prune_round(s0, 1)
     s2, r2 = exp.prune_round(s1, 2)

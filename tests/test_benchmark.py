@@ -16,27 +16,27 @@ def _positive(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
 
 
+def _benchmark(args, env, cwd):
+    """Runs ``experiments/benchmark.py args`` and checks that it succeeded."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def test_benchmark_quick(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     env["JAX_PLATFORMS"] = "cpu"
     env["LTH_JAX_COMPILATION_CACHE"] = str(tmp_path / "xla_cache")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "experiments", "benchmark.py"),
-            "--quick",
-            "--out",
-            str(out),
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _benchmark(["--quick", "--out", str(out)], env, tmp_path)
     assert "roofline" in proc.stdout
     res = json.loads(out.read_text())
 
@@ -114,21 +114,7 @@ def test_sparse_benchmark_quick(tmp_path):
     env.pop("XLA_FLAGS", None)
     out = tmp_path / "sparse"
     args = ["--sparse", "--quick", "--repeats", "2", "--budget", "0.1", "--batch", "50"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "experiments", "benchmark.py"),
-            *args,
-            "--out",
-            str(out),
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _benchmark([*args, "--out", str(out)], env, tmp_path)
     res = json.loads((out / "sparse_benchmark.json").read_text())
     sb = _sparse_module()
     assert [(r["network"], r["density"]) for r in res["rows"]] == [

@@ -9,28 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny import tiny_config
 
 from lth_jax import config as config_lib
 from lth_jax import lottery, masks, rng, workdir
 from lth_jax.curves import early_stop
-
-
-def tiny_config(**overrides):
-    c = config_lib.default_config()
-    c.num_trials = 2
-    c.progress = False
-    c.model.kwargs.features = (32, 16)
-    c.train.steps = 100
-    c.train.eval_every = 50
-    c.train.batch_size = 50
-    c.imp.rounds = 2
-    c.imp.prune_rate = 0.5
-    c.num_devices = 1
-    from lth_jax.checks import set_value
-
-    for key, value in overrides.items():
-        set_value(c, key, value)
-    return c
 
 
 @pytest.fixture(scope="module")

@@ -2,29 +2,16 @@
 
 import json
 
-from lth_jax import config as config_lib
+from tiny import tiny_config
+
 from lth_jax import lottery
-from lth_jax.checks import set_value
 
 DROP = ("arm",)
 
 
 def _config(**overrides):
-    c = config_lib.default_config()
-    c.num_trials = 2
-    c.progress = False
-    c.arms = ("ticket",)
-    c.model.kwargs.features = (32, 16)
-    c.train.steps = 100
-    c.train.eval_every = 50
-    c.train.batch_size = 50
-    c.imp.rounds = 1
-    c.imp.prune_rate = 0.5
-    c.imp.rewind_step = 50
-    c.num_devices = 1
-    for key, value in overrides.items():
-        set_value(c, key, value)
-    return c
+    base = {"arms": ("ticket",), "imp.rounds": 1, "imp.rewind_step": 50}
+    return tiny_config(**{**base, **overrides})
 
 
 def _round1(c):

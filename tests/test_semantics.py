@@ -8,29 +8,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny import tiny_config as _tiny
 
 from lth_jax import config as config_lib
 from lth_jax import instability, lottery, masks, parallel, pruning
-from lth_jax.checks import set_value
 from lth_jax.models.vgg import VGG
 from lth_jax.optim import FixedLR
 from lth_jax.train import Engine
 
 
 def tiny_config(**overrides):
-    c = config_lib.default_config()
-    c.num_trials = 2
-    c.num_devices = 1
-    c.progress = False
-    c.arms = ("ticket",)
-    c.model.kwargs.features = (32, 16)
-    c.train.steps = 100
-    c.train.eval_every = 50
-    c.train.batch_size = 50
-    c.imp.rounds = 1
-    for key, value in overrides.items():
-        set_value(c, key, value)
-    return c
+    base = {"arms": ("ticket",), "imp.rounds": 1, "imp.prune_rate": 0.2}
+    return _tiny(**{**base, **overrides})
 
 
 def fake_round0(exp):

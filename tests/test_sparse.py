@@ -17,26 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import sparse as jsparse
+from tiny import tiny_config
 
 from lth_jax import checkpoint, cli, data, lottery, models, sparse
-from lth_jax import config as config_lib
 from lth_jax.sparse import fileformat
-
-
-def tiny_config():
-    """2 trials, 2 rounds of 100 steps at a prune rate of 0.5, MLP 40-32-16-10, 3 arms."""
-    c = config_lib.default_config()
-    c.num_trials = 2
-    c.progress = False
-    c.arms = ("ticket", "reinit", "random_mask")
-    c.model.kwargs.features = (32, 16)
-    c.train.steps = 100
-    c.train.eval_every = 50
-    c.train.batch_size = 50
-    c.imp.rounds = 2
-    c.imp.prune_rate = 0.5
-    c.num_devices = 1
-    return c
 
 
 @pytest.fixture(scope="module")
