@@ -28,6 +28,10 @@ quickly. With dropout the dense accuracy rises by about 2.1 / 3.0 / 2.4 points
 iterative pruning are complementary.
 
 Needs CIFAR-10 through TFDS (see ``lth_jax.data``).
+
+Ours: not run for this repository (no committed workdir), so no result of ours
+is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
+``report.md``, which compares the arms paired by trial.
 """
 
 import ml_collections

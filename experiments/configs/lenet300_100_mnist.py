@@ -23,6 +23,10 @@ subnetworks fall below the dense accuracy already at 21%.
 Evaluation every 250 iterations (the paper evaluates every 100; set
 ``--config.train.eval_every=100`` for its early-stop resolution). Needs MNIST
 through TFDS (see ``lth_jax.data``).
+
+Ours: not run for this repository (no committed workdir), so no result of ours
+is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
+``report.md``, which compares the arms paired by trial.
 """
 
 import ml_collections

@@ -28,6 +28,10 @@ SGD noise, its error barrier near 0) gives matching subnetworks down to about
 subnetworks, at the cost of a lower-accuracy dense network.
 
 Needs CIFAR-10 through TFDS; meant for an accelerator.
+
+Ours: not run for this repository (no committed workdir), so no result of ours
+is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
+``report.md``, which compares the arms paired by trial.
 """
 
 import ml_collections

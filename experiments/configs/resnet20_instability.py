@@ -26,6 +26,10 @@ rewinding to k around 2,000 steps (about 3% of training) they become stable
 weights. The dense network itself becomes stable from about the same step.
 
 Needs CIFAR-10 through TFDS; meant for an accelerator.
+
+Ours: not run for this repository (no committed workdir), so no result of ours
+is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
+``report.md``, which compares the arms paired by trial.
 """
 
 import ml_collections

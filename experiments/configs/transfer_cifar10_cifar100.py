@@ -38,6 +38,10 @@ on all of CIFAR-100 about 66-68%. CIFAR-10 features should help clearly at 10%
 of CIFAR-100 and little at 100%; with a small pretrained ResNet dropout on the
 pooled features is expected to change little. The report's paired effects say
 by how much, with the spread over trials.
+
+Ours: not run for this repository (no committed workdir), so no result of ours
+is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
+``report.md``, which compares the arms paired by trial.
 """
 
 import ml_collections

@@ -43,6 +43,10 @@ are a weak prior for clothing silhouettes, so the gain from pretraining should
 be largest at 1% (a few points at most) and vanish at 100%; dropout should
 matter most where the training set is small. ``report.md`` gives the paired
 effects with their spread over trials, so read the signs against the spread.
+
+Ours: not run for this repository (no committed workdir), so no result of ours
+is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
+``report.md``, which compares the arms paired by trial.
 """
 
 import ml_collections

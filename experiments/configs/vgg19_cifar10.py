@@ -31,6 +31,10 @@ where Frankle et al. (2020) find IMP subnetworks stable; it is an untuned
 choice.
 
 Needs CIFAR-10 through TFDS; about 20M parameters: meant for an accelerator.
+
+Ours: not run for this repository (no committed workdir), so no result of ours
+is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
+``report.md``, which compares the arms paired by trial.
 """
 
 import ml_collections
