@@ -378,3 +378,43 @@ def test_cross_workdir_bullets_name_the_runs():
         "5/5 trials from 80% to 26.2% of the weights (mean paired difference +3.0 points)."
     )
     assert bullets[1].startswith("- **lr: ticket vs init: random re-init, final test accuracy**")
+
+
+def _claim_row(rnd, density, lo, hi, wins, losses, n=5):
+    c = {"n": n, "mean": (lo + hi) / 2, "ci_low": lo, "ci_high": hi, "wins": wins}
+    c["losses"] = losses
+    return {"round": rnd, "density": density, "a": "ticket", "b": "reinit", "a_round": rnd,
+            "b_round": rnd, "final_test_accuracy": c, "test_accuracy_at_best_val": c}  # fmt: skip
+
+
+def test_claim_verdicts_follow_the_rule():
+    from lth_jax.report import claims
+
+    claim = claims.Claim("P", "ticket", "reinit", "T", "R", "a_above", at_most=0.5)
+    above = [_claim_row(1, 0.4, 0.01, 0.05, 5, 0), _claim_row(2, 0.2, 0.02, 0.06, 5, 0)]
+    below = _claim_row(2, 0.2, -0.06, -0.02, 0, 5)
+    unclear = _claim_row(2, 0.2, -0.01, 0.03, 3, 2)
+    dense = _claim_row(0, 0.8, -0.09, -0.05, 0, 5)  # out of scope (density 0.8 > 0.5)
+    old = claims.CLAIMS.get("x")
+    claims.CLAIMS["x"] = (claim,)
+    try:
+        (line,) = claims.claim_lines("x", [dense, *above])
+        assert line.startswith("- **agrees**: P.") and "T above R from 40% to 20%" in line
+        (line,) = claims.claim_lines("x", [dense, above[0], unclear])
+        assert line.startswith("- **partly**") and "no clear difference at the other" in line
+        (line,) = claims.claim_lines("x", [above[0], below])
+        assert line.startswith("- **disagrees**") and "R above T at 20%" in line
+        (line,) = claims.claim_lines("x", [unclear])
+        assert line.startswith("- **not shown**")
+        claims.CLAIMS["x"] = (claim._replace(expect="a_not_below"),)
+        (line,) = claims.claim_lines("x", [unclear])
+        assert line.startswith("- **agrees**")
+        # b - a rows are turned round: the same verdict from the other side
+        flipped = {**below, "a": "reinit", "b": "ticket"}
+        flipped["final_test_accuracy"] = above[1]["final_test_accuracy"]
+        (line,) = claims.claim_lines("x", [flipped])
+        assert line.startswith("- **disagrees**")
+    finally:
+        claims.CLAIMS.pop("x")
+        if old is not None:
+            claims.CLAIMS["x"] = old

@@ -41,6 +41,7 @@ from lth_jax.report.across import (
     run_id,
     run_label,
 )
+from lth_jax.report.claims import claim_lines
 from lth_jax.report.findings import (
     A_ABOVE,
     B_ABOVE,
@@ -60,6 +61,12 @@ from lth_jax.report.stats import trial_stats
 from lth_jax.report.tables import arm_label, format_density, markdown_table
 
 __all__ = ["MAX_ROUNDS", "render", "lottery_block", "transfer_block", "study_block", "study_order"]
+
+#: The heading of a block's comparison with published findings (:mod:`lth_jax.report.claims`).
+PAPERS_HEAD = (
+    "Against the papers (the verdict is computed from the paired findings above by the rule "
+    "of `lth_jax/report/claims.py`; each paper's own metric):"
+)
 
 #: At most this many rounds in a block's table (every k-th round, the last one kept).
 MAX_ROUNDS = 10
@@ -234,7 +241,10 @@ def lottery_block(workdir: str) -> tuple[str, list[str]]:
     bullets = barrier_bullets(barrier_findings(barrier)) if barrier else []
     bullets += paired_bullets(paired_findings(pairs), lottery_labels, where_density)
     parts.append("Findings:\n\n" + "\n".join(bullets))
-    return "\n\n".join(parts), bullets
+    papers = claim_lines(os.path.basename(os.path.normpath(workdir)), pairs)
+    if papers:
+        parts.append(PAPERS_HEAD + "\n\n" + "\n".join(papers))
+    return "\n\n".join(parts), bullets + papers
 
 
 # ----------------------------------------------------------------------------- transfer
@@ -376,4 +386,7 @@ def study_block(full: str, names: Sequence[str]) -> tuple[str, list[str]]:
     bullets = cross_bullets(rows, metrics=["final_test_accuracy"])
     head = "Findings (final test accuracy; test accuracy at early stop in `report.md`):"
     parts.append(head + "\n\n" + "\n".join(bullets))
-    return "\n\n".join(parts), bullets
+    papers = claim_lines(os.path.basename(os.path.normpath(full)), rows)
+    if papers:
+        parts.append(PAPERS_HEAD + "\n\n" + "\n".join(papers))
+    return "\n\n".join(parts), bullets + papers
