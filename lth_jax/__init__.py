@@ -10,42 +10,21 @@ The primitives are pure functions over explicit pytrees and keys:
 * :mod:`lth_jax.pruning`: magnitude and random pruning;
 * :mod:`lth_jax.rng`: the one place keys are derived.
 
-Submodules are imported lazily, so ``import lth_jax`` stays cheap.
+Submodules are imported lazily, on first use as an attribute
+(``lth_jax.instability``), so ``import lth_jax`` stays cheap; ``dir(lth_jax)``
+lists them all.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
 
-_SUBMODULES = (
-    "arms",
-    "checkpoint",
-    "checks",
-    "cli",
-    "config",
-    "curves",
-    "data",
-    "dropouts",
-    "instability",
-    "kinds",
-    "lottery",
-    "loop",
-    "masks",
-    "models",
-    "optim",
-    "parallel",
-    "pruning",
-    "regularizers",
-    "regularizers_sp",
-    "report",
-    "rng",
-    "sparse",
-    "train",
-    "transfer",
-    "workdir",
-)
+#: Every public submodule (a module or package of this folder whose name does not start
+#: with ``_``), found on disk so that a new module can never be missing from ``dir(lth_jax)``.
+_SUBMODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name[0] != "_"))
 
 __all__ = ["dropout", "__version__", *_SUBMODULES]
 
@@ -61,4 +40,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted({n for n in globals() if n.startswith("__")} | set(__all__))

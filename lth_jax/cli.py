@@ -1,39 +1,12 @@
-"""The ``lth-jax`` command.
+"""The ``lth-jax`` command: ``run``, ``report`` and ``export``.
 
-::
-
-    lth-jax run [--config FILE[:ARG]] --workdir DIR [--config.KEY=VALUE ...] [--overwrite]
-    lth-jax report DIR [DIR ...] [--out DIR] [--band ci|std|sem|minmax]
-    lth-jax export DIR --round R --trial T [--arm ARM] [--weights trained|rewind] --out FILE
-
-``run`` with no ``--config`` runs the embedded default (IMP on MNIST-1D, see
-:func:`lth_jax.config.default_config`). Configs are Python files defining
-``get_config()`` that returns an ``ml_collections.ConfigDict``; a file may take
-an argument after a colon (``--config experiments/configs/foo.py:arg`` calls
-``get_config("arg")``). The config's ``kind`` picks the runner, its check and
-its report (:mod:`lth_jax.kinds`). Running the same command on the same
-workdir resumes it.
-
-``report`` writes ``report.md``, ``report.png`` and ``summary.json`` (into the
-first DIR, or ``--out``); ``--band`` picks the figure's band around the mean
-over trials: ``ci`` (the 95% confidence interval of the mean, the default),
-``std``, ``sem`` (standard error) or ``minmax``.
-
-``export`` writes one run of a lottery workdir (round, trial, arm; its trained
-or rewind weights) as a sparse model file and prints its size against the
-dense float32 weights (:mod:`lth_jax.sparse.export`; load it with
-:func:`lth_jax.sparse.load`).
-
-Overrides ``--config.KEY=VALUE`` (or ``--config.KEY VALUE``) set one declared
-key; ``ml_collections.config_flags`` parses them as the key's type: integers,
-floats, strings, booleans (``true``/``false``, ``--config.KEY`` alone for true,
-``--noconfig.KEY`` for false) and tuples, as a Python literal
-(``--config.model.kwargs.features="(300,100)"``,
-``--config.imp.layer_rates="(('head',0.1),)"``), by repeating the flag
-(``--config.arms=ticket --config.arms=reinit``) or as comma-separated words
-(``--config.arms=ticket,reinit``). A key whose default is ``None`` takes a
-value of its declared type; ``None`` itself is set in a config file, not on
-the command line.
+What each command does, its options with their defaults, the override syntax
+(``--config.KEY=VALUE``) and the exit status are in the help texts, plain
+text: ``lth-jax --help`` and ``lth-jax run --help`` (every config key with its
+value and meaning) come from :mod:`lth_jax.cli_help`, ``lth-jax report
+--help`` and ``lth-jax export --help`` from the argparse parsers below.
+``lth-jax run --print-config`` prints the resolved config and exits;
+``lth-jax --version`` prints the version.
 
 Parsing is ``config_flags.DEFINE_config_dict`` on a private
 ``absl.flags.FlagValues``, with ``--workdir`` and ``--overwrite`` absl flags
@@ -58,25 +31,11 @@ next to it. Four things are done here around it, because ``config_flags``
 A config file is only Python run here: one that calls ``sys.exit()`` (while
 loading or in ``get_config``) is a bad config like one that raises.
 
-Exit status:
-
-* 0: done.
-* 2: bad input, with one plain line on stderr (``lth-jax: error: ...``) naming
-  the bad value and what is allowed; no traceback, no usage dump. Bad input is
-  a bad argument, config file or config value (``seed`` in ``[0, 2^32)``
-  included), an ``LTH_JAX_*`` multi-process variable
-  (:func:`lth_jax.parallel.initialize_distributed`), a dataset that cannot be
-  loaded here (a TFDS dataset without TensorFlow, or not available offline),
-  or a ``metrics.jsonl`` record of the wrong shape for ``report``. Input that
-  is checked before the run starts (all of the above, for the lottery and
-  instability kinds) leaves the workdir as it was.
-* 1: the run could not go on, with one line ``lth-jax: error: ...`` when the
-  reason is known (:class:`lth_jax.workdir.RunFailed`: the dense network
-  diverged in every trial, the disk is full, no multi-process coordinator
-  answered within ``LTH_JAX_COORDINATOR_TIMEOUT`` seconds), or a traceback for
-  anything unexpected.
-* 130 stopped by SIGINT and 143 by SIGTERM (a checkpoint was saved first: run
-  the same command to resume).
+Exit status (:data:`lth_jax.cli_help.EXIT_STATUS`): 0 done; 2 bad input, one
+plain line on stderr (``lth-jax: error: ...``), no traceback (input checked
+before the run starts leaves the workdir as it was); 1 the run could not go
+on (:class:`lth_jax.workdir.RunFailed`, one line; a traceback for anything
+unexpected); 130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint.
 """
 
 from __future__ import annotations
@@ -85,6 +44,7 @@ import argparse
 import ast
 import difflib
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -94,17 +54,22 @@ from absl import flags
 from ml_collections import config_flags
 from ml_collections.config_flags import config_path, tuple_parser
 
-from lth_jax import checks, kinds, report
+from lth_jax import __version__, checks, cli_help, kinds, report, sweep
 from lth_jax.checks import ConfigError
-from lth_jax.workdir import RunFailed
+from lth_jax.workdir import RunFailed, config_to_json
 
 USAGE = (
     "usage: lth-jax run [--config FILE[:ARG]] --workdir DIR [--config.KEY=VALUE ...]"
-    " [--overwrite]\n"
-    "       lth-jax report DIR [DIR ...] [--out DIR] [--band ci|std|sem|minmax]\n"
+    " [--overwrite] [--print-config]\n"
+    "       lth-jax report DIR [DIR ...] [--pool] [--out DIR] [--band ci|std|sem|minmax]\n"
     "       lth-jax export DIR --round R --trial T [--arm ARM] [--weights trained|rewind]"
-    " --out FILE"
+    " --out FILE\n"
+    "       lth-jax sweep --workdir DIR --sweep KEY=V1,V2[,...] [--sweep ...]"
+    " [--launcher local|slurm] [--parallel N] [--config FILE[:ARG]] [--config.KEY=VALUE ...]"
 )
+
+
+WEIGHTS = ("trained", "rewind")
 
 
 class UsageError(Exception):
@@ -124,7 +89,7 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 
 class _Help(Exception):
-    pass
+    """Help was asked for: ``args[0]`` is the text to print (none: ``lth-jax --help``)."""
 
 
 def _one_line(text: str) -> str:
@@ -318,7 +283,7 @@ def _absl_error(e: BaseException) -> str:
     return msg
 
 
-def parse_run_args(argv):
+def parse_run_args(argv, workdir_required: bool = True):
     """``(config, workdir, overwrite)`` from ``lth-jax run`` arguments.
 
     Raises:
@@ -327,11 +292,11 @@ def parse_run_args(argv):
     from lth_jax.config import default_config  # here: `lth-jax report` never imports JAX
 
     argv = list(argv)
-    if any(a in ("-h", "--help") for a in argv):
-        raise _Help()
     # The config is loaded first: the types of its keys decide how overrides parse.
     spec, rest = _take_config_file(argv)
     config = default_config() if spec is None else load_config_file(spec)
+    if any(a in ("-h", "--help") for a in rest):
+        raise _Help(cli_help.run_help(USAGE.splitlines()[0], config, spec))
     _check_override_keys(config, rest)
     args = ["lth-jax run", *rest]
     fv = flags.FlagValues()
@@ -348,13 +313,13 @@ def parse_run_args(argv):
     except flags.UnrecognizedFlagError as e:
         raise UsageError(
             f"unknown option --{e.flagname}; options are --config, --workdir, --overwrite, "
-            "--config.KEY=VALUE"
+            "--print-config, --config.KEY=VALUE (lth-jax run --help)"
         ) from None
     except (flags.Error, ValueError, TypeError, KeyError, AttributeError) as e:
         raise UsageError(_absl_error(e)) from None
     if positional:
         raise UsageError(f"unexpected argument {positional[0]!r}; {USAGE.splitlines()[0]}")
-    if not fv.workdir:
+    if not fv.workdir and workdir_required:
         raise UsageError("--workdir is required (the directory for results and checkpoints)")
     return config, fv.workdir, fv.overwrite
 
@@ -365,9 +330,15 @@ def parse_run_args(argv):
 def _run(argv) -> int:
     from lth_jax import data, parallel  # here: `lth-jax report` never imports JAX
 
-    config, workdir, overwrite = parse_run_args(argv)
-    parallel.configure_host_devices()
+    print_config = "--print-config" in argv
+    argv = [a for a in argv if a != "--print-config"]
+    config, workdir, overwrite = parse_run_args(argv, workdir_required=not print_config)
     k = kinds.get(config.get("kind", "lottery"))
+    if print_config:  # the config a run would write as config.json; a bad one is exit 2
+        k.validate(config)
+        print(json.dumps(config_to_json(config), indent=2, sort_keys=True))
+        return 0
+    parallel.configure_host_devices()
     k.validate(config)
     try:
         parallel.initialize_distributed()
@@ -385,10 +356,16 @@ def _run(argv) -> int:
     return 0
 
 
+def _formatter(prog):
+    return argparse.HelpFormatter(prog, width=cli_help.WIDTH, max_help_position=26)
+
+
 def _parse(p, argv, usage: str):
     """``p``'s arguments from ``argv``: ``--help`` raises :class:`_Help`; errors, one line."""
+    p.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     if any(a in ("-h", "--help") for a in argv):
-        raise _Help()
+        p.formatter_class, p.usage = _formatter, usage
+        raise _Help(p.format_help().rstrip())
     try:
         args, unknown = p.parse_known_args(argv)
     except argparse.ArgumentError as e:
@@ -399,28 +376,42 @@ def _parse(p, argv, usage: str):
 
 
 def _report(argv) -> int:
-    p = _ArgumentParser(prog="lth-jax report", exit_on_error=False, add_help=False)
-    p.add_argument("dirs", nargs="*")
-    p.add_argument("--out", default=None)
-    p.add_argument("--band", default="ci", choices=tuple(report.BANDS))
+    p = _ArgumentParser(
+        prog="lth-jax report", exit_on_error=False, add_help=False, **cli_help.REPORT
+    )
+    p.add_argument("dirs", nargs="*", metavar="DIR", help=cli_help.DIRS)
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where the report goes (default: the first DIR; with --pool, pooled/ beside the DIRs)",
+    )
+    p.add_argument("--band", default="ci", choices=tuple(report.BANDS), help=cli_help.BAND)
+    p.add_argument(
+        "--pool",
+        action="store_true",
+        help="one report of the trials of all DIRs, whose configs differ only in seed; trials "
+        "keyed by (seed, trial)",
+    )
     usage = USAGE.splitlines()[1].strip()
     args = _parse(p, argv, usage)
     if not args.dirs:
         raise UsageError(f"report needs a DIR; {usage}")
     try:
-        return report.main_report(args.dirs, out_dir=args.out, band=args.band)
+        return report.main_report(args.dirs, out_dir=args.out, band=args.band, pooled=args.pool)
     except (ValueError, OSError) as e:
         raise UsageError(_one_line(str(e))) from None
 
 
 def _export(argv) -> int:
-    p = _ArgumentParser(prog="lth-jax export", exit_on_error=False, add_help=False)
-    p.add_argument("workdir", nargs="?")
-    p.add_argument("--round", type=int, default=None)
-    p.add_argument("--trial", type=int, default=None)
-    p.add_argument("--arm", default=None)
-    p.add_argument("--weights", default="trained", choices=("trained", "rewind"))
-    p.add_argument("--out", default=None)
+    p = _ArgumentParser(
+        prog="lth-jax export", exit_on_error=False, add_help=False, **cli_help.EXPORT
+    )
+    p.add_argument("workdir", nargs="?", metavar="DIR", help="the workdir (required)")
+    p.add_argument("--round", type=int, metavar="R", help="the round; 0: dense (required)")
+    p.add_argument("--trial", type=int, metavar="T", help="the trial (required)")
+    p.add_argument("--arm", help="the arm (default: ticket; dense in round 0)")
+    p.add_argument("--weights", default="trained", choices=WEIGHTS, help=cli_help.WEIGHTS)
+    p.add_argument("--out", metavar="FILE", help="the .npz file to write (required)")
     usage = USAGE.splitlines()[2].strip()
     args = _parse(p, argv, usage)
     given = {"DIR": args.workdir, "--round": args.round, "--trial": args.trial, "--out": args.out}
@@ -439,7 +430,12 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in ("-h", "--help", "help"):
+            if argv[0] == "help" and argv[1:2] and argv[1] != "help":  # lth-jax help COMMAND
+                return main([argv[1], "--help"])
             raise _Help()
+        if argv and argv[0] == "--version":
+            print(f"lth-jax {__version__}")
+            return 0
         if not argv:
             raise UsageError("missing command; " + USAGE.splitlines()[0])
         cmd, rest = argv[0], argv[1:]
@@ -449,9 +445,11 @@ def main(argv=None) -> int:
             return _report(rest)
         if cmd == "export":
             return _export(rest)
-        raise UsageError(f"unknown command {cmd!r}; commands are: run, report, export")
-    except _Help:
-        print(__doc__.strip() if argv and argv[0] != "run" else USAGE)
+        if cmd == "sweep":
+            return sweep.main(rest, parse_run_args, UsageError)
+        raise UsageError(f"unknown command {cmd!r}; commands are: run, report, export, sweep")
+    except _Help as e:
+        cli_help.emit(e.args[0] if e.args else cli_help.main_help(USAGE, __version__))
         return 0
     except (UsageError, ConfigError) as e:
         print(f"lth-jax: error: {_one_line(str(e))}", file=sys.stderr, flush=True)

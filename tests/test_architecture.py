@@ -143,7 +143,16 @@ def test_config_and_report_import_no_runner():
 
 #: Layers, top to bottom (the README's map): a module imports its own layer or lower ones.
 LAYERS = [
-    ("command", ["lth_jax.cli", "lth_jax.kinds"]),
+    (
+        "command",
+        [
+            "lth_jax.cli",
+            "lth_jax.cli_help",
+            "lth_jax.kinds",
+            "lth_jax.sweep",
+            "lth_jax.sweep.launch",
+        ],
+    ),
     ("runners", ["lth_jax.lottery", "lth_jax.instability", "lth_jax.transfer"]),
     ("configs", ["lth_jax.config", "lth_jax.config_checks", "lth_jax.transfer.config"]),
     ("arms", ["lth_jax.arms"]),

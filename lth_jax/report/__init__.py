@@ -11,7 +11,10 @@ report of its kind, with ``summary.json`` (its numbers, for programs) next to
   comparisons between arms (:mod:`lth_jax.report.paired`) and, for several
   workdirs, across them, paired by trial (:mod:`lth_jax.report.across`);
 * a transfer workdir (:mod:`lth_jax.report.transfer`): target accuracy against
-  the target training-set size, reported on its own.
+  the target training-set size, reported on its own;
+* workdirs that differ only in ``seed``, pooled into one report of all their
+  trials, keyed by ``(seed, trial)`` (``lth-jax report --pool``,
+  :mod:`lth_jax.report.pool`).
 
 Every report opens with Findings generated from its paired comparisons by one
 stated rule (:mod:`lth_jax.report.findings`; for instability workdirs also the
@@ -34,7 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from lth_jax.report import lottery, transfer
+from lth_jax.report import lottery, pool, transfer
 from lth_jax.report.files import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -123,20 +126,29 @@ def main_report(
     out_dir: str | os.PathLike | None = None,
     title: str | None = None,
     band: str = "ci",
+    pooled: bool = False,
 ) -> int:
     """CLI helper for ``lth-jax report DIR [DIR ...]``: write the report, print the table, return 0.
 
+    ``pooled``: one report of the trials of all ``paths``, whose configs must
+    differ only in ``seed`` (:func:`lth_jax.report.pool.write_report`; default
+    folder :func:`lth_jax.report.pool.default_out`).
+
     Raises :class:`ValueError` with a one-line message naming the path when a
     directory is missing or holds no metrics, or naming the bands for an
-    unknown ``band``.
+    unknown ``band``; with ``pooled``, also for workdirs that cannot be pooled.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("no experiment directory given")
-    text = write_report(paths, out_dir=out_dir, title=title, band=band)
-    out = os.fspath(out_dir) if out_dir is not None else paths[0]
+    if pooled:
+        text = pool.write_report(paths, out_dir=out_dir, title=title, band=band)
+        out = os.fspath(out_dir) if out_dir is not None else pool.default_out(paths)
+    else:
+        text = write_report(paths, out_dir=out_dir, title=title, band=band)
+        out = os.fspath(out_dir) if out_dir is not None else paths[0]
     print(text)
     written = [os.path.join(out, name) for name in (REPORT_MD, REPORT_PNG, SUMMARY_JSON)]
     print(f"\nwrote {', '.join(written[:2])} and {written[2]}")
