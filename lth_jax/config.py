@@ -32,7 +32,11 @@ Some keys have a structure of their own:
 the ``reinit`` arm needs ``imp.rewind=weights``; ``imp.finetune_lr`` (default
 ``None``) is the constant rate of ``imp.rewind=finetune`` and is read by no
 other mode; without it fine-tuning trains at the schedule's last rate, which
-must then be at least 1e-3 of ``optimizer.learning_rate``.
+must then be at least 1e-3 of ``optimizer.learning_rate``. The ``gmp`` block
+(``start``, ``end``, ``every``) is read by the ``gmp`` arm only
+(:func:`lth_jax.config_checks.check_gmp`); the ``pai`` block (``scope``,
+``batch_size``, ``synflow_iterations``) by the pruning-at-initialization arms
+only (``snip``, ``grasp``, ``synflow`` and their checks; ``check_pai``).
 
 ``seed`` and ``seed + num_trials - 1`` (a transfer trial t seeds with seed + t)
 are in ``[0, 2^32)``: JAX keys hold 32-bit seeds (:data:`lth_jax.rng.SEED_LIMIT`).
@@ -54,7 +58,14 @@ import ml_collections
 from lth_jax import arms, checks, data, models, rng
 from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
-from lth_jax.config_checks import check_layer_rates, check_model_kwargs, check_rewind, is_seq
+from lth_jax.config_checks import (
+    check_gmp,
+    check_layer_rates,
+    check_model_kwargs,
+    check_pai,
+    check_rewind,
+    is_seq,
+)
 from lth_jax.curves import EARLY_STOP_METRICS
 from lth_jax.optim import OPTIMIZERS, SCHEDULES
 from lth_jax.pruning import SCOPES
@@ -162,6 +173,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.imp.one_shot_density = ml_collections.FieldReference(None, field_type=float)
     # imp.rewind=finetune: train at this constant rate; None: the schedule's last rate
     c.imp.finetune_lr = ml_collections.FieldReference(None, field_type=float)
+
+    c.gmp = ml_collections.ConfigDict()  # arm gmp: gradual magnitude pruning (lth_jax.gmp)
+    c.gmp.start = 0.0  # the pruning window, in fractions of a round's training steps
+    c.gmp.end = 0.75
+    c.gmp.every = 100  # steps between mask updates
+
+    c.pai = ml_collections.ConfigDict()  # arms snip, grasp, synflow (lth_jax.saliency)
+    c.pai.scope = "layerwise"  # layerwise: the ticket's per-layer counts | global: the method's
+    c.pai.batch_size = 256  # training examples of the SNIP and GraSP scores
+    c.pai.synflow_iterations = 100  # SynFlow's pruning steps (exponential schedule)
 
     c.instability = ml_collections.ConfigDict()
     c.instability.num_points = 11  # points on the interpolation path, both ends included
@@ -419,6 +440,8 @@ def validate(c) -> None:
         )
     rewind = check(checks.choice, "imp.rewind", REWINDS)
     check_rewind(c, arms, rewind, value("imp.finetune_lr"), steps)
+    check_gmp(c, arms, rewind, base_config().gmp)
+    check_pai(c, arms, rewind, base_config().pai)
     if one_shot is not None:
         check(checks.number, "imp.one_shot_density", 0, 1, lo_open=True)
         if rounds != 1:

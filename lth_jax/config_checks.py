@@ -3,7 +3,9 @@
 ``imp.layer_rates`` (a sequence of ``(regex, rate)`` pairs), ``model.kwargs``
 (a block of model attributes, each ``None`` or a value of its declared type)
 and the rules tying ``imp.rewind`` to ``arms``, ``imp.finetune_lr`` and the
-schedule (:func:`check_rewind`); :func:`lth_jax.config.validate` calls them.
+schedule (:func:`check_rewind`), and the ``gmp`` block (:func:`check_gmp`)
+and the ``pai`` block (:func:`check_pai`); :func:`lth_jax.config.validate`
+calls them (:func:`check_pai_data` is the runner's, once the data is loaded).
 """
 
 from __future__ import annotations
@@ -11,11 +13,21 @@ from __future__ import annotations
 import math
 import re
 
-from lth_jax import checks, models
+from lth_jax import checks, gmp, models
+from lth_jax.arms import PAI_ARMS
 from lth_jax.checks import ConfigError
 from lth_jax.optim import make_schedule
+from lth_jax.pruning import SCOPES
 
-__all__ = ["is_seq", "check_layer_rates", "check_model_kwargs", "check_rewind"]
+__all__ = [
+    "is_seq",
+    "check_layer_rates",
+    "check_model_kwargs",
+    "check_rewind",
+    "check_gmp",
+    "check_pai",
+    "check_pai_data",
+]
 
 #: Fine-tuning at the schedule's last learning rate (``imp.finetune_lr`` unset)
 #: needs that rate to be at least this fraction of ``optimizer.learning_rate``.
@@ -121,3 +133,83 @@ def check_rewind(c, arms, rewind: str, finetune_lr, steps: int) -> None:
                 f"{FINETUNE_MIN_FRACTION:g} x optimizer.learning_rate={base:g}): set "
                 "imp.finetune_lr to the rate to fine-tune at"
             )
+
+
+def check_gmp(c, arms, rewind: str, defaults) -> None:
+    """Checks the ``gmp`` block (the ``gmp`` arm, :mod:`lth_jax.gmp`).
+
+    * ``gmp.start`` in ``[0, 1)``, ``gmp.end`` in ``(0, 1]``, ``start < end``,
+      ``gmp.every`` an integer ``>= 1``;
+    * with the ``gmp`` arm: ``imp.rewind=weights`` (the arm starts dense from
+      the rewind point), and a window of at least one step once rounded to
+      steps of the round (``imp.rewind_step`` to ``train.steps``);
+    * without it: every ``gmp`` key at its default (``defaults``), since no
+      other arm reads them.
+    """
+    g = c.gmp
+    start = checks.number(g.start, "gmp.start", 0, 1, hi_open=True, error=ConfigError)
+    end = checks.number(g.end, "gmp.end", 0, 1, lo_open=True, hi_open=False, error=ConfigError)
+    checks.integer(g.every, "gmp.every", 1, error=ConfigError)
+    if start >= end:
+        raise ConfigError(f"gmp.start must be < gmp.end, got {start} and {end}")
+    if gmp.ARM not in arms:
+        for key, default in defaults.items():
+            if g[key] != default:
+                raise ConfigError(
+                    f"gmp.{key}={g[key]!r} is read only by the arm 'gmp': add it to arms, "
+                    f"or leave gmp.{key} at its default {default!r}"
+                )
+        return
+    if rewind != "weights":
+        raise ConfigError(
+            f"arms: 'gmp' is defined with imp.rewind=weights only (it trains dense from the "
+            f"rewind point and prunes while training), got imp.rewind={rewind}"
+        )
+    k, steps = int(c.imp.rewind_step), int(c.train.steps)
+    t0, t1 = gmp.window(start, end, k, steps)
+    if t1 <= t0:
+        raise ConfigError(
+            f"gmp.start={start} and gmp.end={end} give no pruning step in a round of "
+            f"{steps - k} steps; widen the window"
+        )
+
+
+def check_pai(c, arms, rewind: str, defaults) -> None:
+    """Checks the ``pai`` block (the pruning-at-initialization arms, :mod:`lth_jax.saliency`).
+
+    * ``pai.scope`` ``layerwise`` or ``global``, ``pai.batch_size`` and
+      ``pai.synflow_iterations`` integers ``>= 1``;
+    * with a ``snip``, ``grasp`` or ``synflow`` arm (or their ``_shuffled`` /
+      ``_reinit``): ``imp.rewind=weights`` (they prune the weights the ticket
+      rewinds to; ``lr`` and ``finetune`` keep trained weights);
+    * without one: every ``pai`` key at its default (``defaults``), since no
+      other arm reads them. ``pai.batch_size`` against the training set:
+      :func:`check_pai_data`, once the data is loaded.
+    """
+    p = c.pai
+    checks.choice(p.scope, "pai.scope", SCOPES, error=ConfigError)
+    checks.integer(p.batch_size, "pai.batch_size", 1, error=ConfigError)
+    checks.integer(p.synflow_iterations, "pai.synflow_iterations", 1, error=ConfigError)
+    used = [a for a in arms if a in PAI_ARMS]
+    if not used:
+        for key, default in defaults.items():
+            if p[key] != default:
+                raise ConfigError(
+                    f"pai.{key}={p[key]!r} is read only by the arms {', '.join(PAI_ARMS[::3])} "
+                    f"and their _shuffled/_reinit checks: add one to arms, or leave pai.{key} "
+                    f"at its default {default!r}"
+                )
+    elif rewind != "weights":
+        raise ConfigError(
+            f"arms: {used[0]!r} prunes the weights the ticket rewinds to and needs "
+            f"imp.rewind=weights, got imp.rewind={rewind}"
+        )
+
+
+def check_pai_data(c, n_train: int) -> None:
+    """Refuses a ``pai.batch_size`` above ``n_train`` when a SNIP or GraSP arm draws its batch."""
+    if any(a.split("_")[0] in ("snip", "grasp") for a in c.arms) and c.pai.batch_size > n_train:
+        raise ConfigError(
+            f"pai.batch_size must be <= the training set size ({n_train} examples of "
+            f"{c.dataset.name}), got {c.pai.batch_size}"
+        )

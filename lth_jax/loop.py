@@ -1,7 +1,8 @@
-"""The Python loop over an engine's compiled chunks: progress, snapshots, hooks, curves.
+"""The loop over an engine's compiled chunks: progress, snapshots, hooks, curves.
 
 :meth:`lth_jax.train.Engine.fit` calls :func:`run_chunks`; each iteration is one
-call of the compiled chunk program (``eval_every`` steps and an evaluation).
+call of the compiled chunk program (``eval_every`` steps and an evaluation),
+whose per-run body is :func:`run_chunk`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,40 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from lth_jax import gmp as gmp_lib
 from lth_jax.curves import Curves
+from lth_jax.data import pipeline
 from lth_jax.optim import fixed_rate
 from lth_jax.parallel import to_host
 
-__all__ = ["run_chunks"]
+__all__ = ["run_chunks", "run_chunk"]
+
+
+def run_chunk(engine, run, s0, fixed_lr, data):
+    """One run: ``eval_every`` steps from ``s0`` as a ``lax.scan``, then evaluation.
+
+    The body of the compiled chunk (:meth:`lth_jax.train.Engine.chunk`): step
+    ``s`` trains at ``fixed_lr`` (``>= 0``) or ``schedule(s)``; a run holding a
+    GMP schedule (``run.gmp``, :mod:`lth_jax.gmp`) then updates its mask at
+    boundary ``s + 1`` when the schedule has it. Runs without one have no
+    mask-update branch.
+    """
+    spe = engine.steps_per_epoch
+    perm0 = pipeline.epoch_permutation(run.data_key, s0 // spe, engine.n_train)
+    run = run._replace(perm=perm0)
+
+    def body(run, s):
+        lr = jnp.where(fixed_lr >= 0, fixed_lr, engine.schedule(s))
+        run, loss = engine._run_step(run, s, lr, data["train"])
+        if run.gmp is not None:
+            run = gmp_lib.update(run, s + 1)
+        return run, loss
+
+    steps = s0 + jnp.arange(engine.eval_every, dtype=jnp.int32)
+    run, losses = jax.lax.scan(body, run, steps)
+    val_loss, val_acc = engine._evaluate(run.params, run.batch_stats, data["val"])
+    test_loss, test_acc = engine._evaluate(run.params, run.batch_stats, data["test"])
+    return run, (jnp.mean(losses), val_loss, val_acc, test_loss, test_acc)
 
 
 def run_chunks(

@@ -16,7 +16,11 @@ is saved at ``imp.rewind_step = k``). Each later round ``r``:
    is a function of :mod:`lth_jax.arms` (``ticket``: ``mask_r`` on the rewind
    source below; ``reinit``: ``mask_r`` on a fresh init, key purpose
    ``reinit`` of round ``r``; ``random_mask``: a random mask with ``mask_r``'s
-   per-layer counts on the rewind source);
+   per-layer counts on the rewind source; ``gmp``: the rewind source, all
+   alive, pruned while it trains to ``mask_r``'s per-layer counts, :mod:`lth_jax.gmp`;
+   ``snip``/``grasp``/``synflow``: the rewind source pruned at once by the method's
+   scores to ``mask_r``'s per-layer or overall counts (``pai.scope``), and their
+   ``_shuffled``/``_reinit`` sanity checks, :mod:`lth_jax.saliency`);
 
    The rewind source depends on ``imp.rewind``: ``weights`` (default) uses
    ``theta_k`` (``k = 0`` is the initialization, Frankle & Carbin; ``k > 0`` is
@@ -57,7 +61,7 @@ import numpy as np
 
 from lth_jax import arms as arms_lib
 from lth_jax import checkpoint as ckpt_lib
-from lth_jax import checks, data, models, parallel, pruning, rng
+from lth_jax import checks, config_checks, data, gmp, models, parallel, pruning, rng
 from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
 from lth_jax import workdir as wd
@@ -111,6 +115,7 @@ class Experiment:
                 f"train.batch_size must be <= the training set size ({n_train} examples of "
                 f"{c.dataset.name}), got {c.train.batch_size}"
             )
+        config_checks.check_pai_data(c, n_train)
         try:
             self.mesh = parallel.make_mesh(c.num_devices)
         except ValueError as e:
@@ -127,6 +132,7 @@ class Experiment:
                 augment=bool(c.dataset.augment),
                 mesh=self.mesh,
                 progress=c.progress if progress is None else progress,
+                gmp_slots=gmp.slots(c),
             )
             self.engine.check()
         except Exception as e:  # noqa: BLE001 - a failure to trace: the model does not fit
@@ -211,8 +217,8 @@ class Experiment:
         Returns ``(arms, params, batch_stats, masks, start_step, fixed_lr_step)``
         with params/masks stacked arm-major (``arms[i]`` owns runs ``i*T`` to
         ``(i+1)*T - 1`` for ``T`` trials), each arm's from its function in
-        :mod:`lth_jax.arms`. Params are not yet masked: the engine applies the
-        mask when it creates the runs. ``fixed_lr_step`` is ``None`` (follow the
+        :mod:`lth_jax.arms` (``gmp``'s mask is its final one: :func:`lth_jax.gmp.plan`).
+        Params are not yet masked: the engine masks them. ``fixed_lr_step`` is ``None`` (follow the
         schedule) except with ``imp.rewind=finetune``: ``FixedLR(imp.finetune_lr)``,
         or the last step ``train.steps - 1`` (its scheduled rate) when that is unset.
         """
@@ -231,6 +237,7 @@ class Experiment:
             if "dense" in prev
             else None,
             rewind=c.imp.rewind,
+            pai=arms_lib.PaI(self.engine, c.pai),  # snip, grasp, synflow: each scored once
         )
         per_arm = {arm: arms_lib.get(arm)(inputs) for arm in c.arms}
         arms = list(per_arm)
@@ -248,9 +255,10 @@ class Experiment:
         """
         t = len(self.trials)
         arms, params, bs, mask, k, fixed = self.round_inputs(prev, round_)
-        out = self._fit(
-            params, bs, mask, round_, k, fixed_lr_step=fixed, resume=resume, on_chunk=on_chunk
-        )
+        mask, sched = gmp.plan(self.config, arms, mask, t)  # gmp: all alive, pruned in training
+        kw = {"fixed_lr_step": fixed, "resume": resume, "on_chunk": on_chunk, "gmp": sched}
+        out = self._fit(params, bs, mask, round_, k, **kw)
+        mask = out.mask  # the final masks (the given ones; gmp's pruned one)
         part = lambda tree, j: parallel.take_runs(tree, j * t, (j + 1) * t)
         i = arms.index("ticket")
         tp, tb = out.params, out.batch_stats

@@ -37,6 +37,9 @@ The rules, exactly:
 
 All functions are jittable and vmappable over a leading trial axis (the mask
 is data; ``rate``, ``scope`` and ``layer_rates`` are static).
+
+Pruning at initialization (SNIP, GraSP, SynFlow: their scores, masks and
+rules) is :mod:`lth_jax.saliency`; its score functions are re-exported here.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import numpy as np
 
 from lth_jax import checks
 from lth_jax import masks as masks_lib
+from lth_jax.saliency import grasp_scores, snip_scores, synflow_scores  # pruning at init
 
 __all__ = [
     "magnitude_prune",
@@ -64,6 +68,9 @@ __all__ = [
     "OneShot",
     "resolve_layer_rates",
     "check_rate",
+    "snip_scores",
+    "grasp_scores",
+    "synflow_scores",
 ]
 
 SCOPES = ("layerwise", "global")

@@ -57,6 +57,7 @@ import optax
 from jax.sharding import PartitionSpec
 
 from lth_jax import checkpoint as ckpt_lib
+from lth_jax import gmp as gmp_lib
 from lth_jax import loop, parallel
 from lth_jax import masks as masks_lib
 from lth_jax.curves import Curves
@@ -82,6 +83,7 @@ class RunState(NamedTuple):
     data_key: jax.Array
     dropout_key: jax.Array
     fail_step: jax.Array
+    gmp: Any = None  # a lth_jax.gmp.Schedule (mask updates), or None: none
 
 
 class FitResult(NamedTuple):
@@ -92,6 +94,7 @@ class FitResult(NamedTuple):
       fail_step: numpy ``(runs,)``, the step of a non-finite loss or -1.
       curves: the evaluation :class:`~lth_jax.curves.Curves`.
       snapshot: ``(params, batch_stats)`` at ``snapshot_step``, or ``None``.
+      mask: the final masks (the given ones, but a ``gmp`` run's pruned one).
     """
 
     params: Any
@@ -99,6 +102,7 @@ class FitResult(NamedTuple):
     fail_step: np.ndarray
     curves: Curves
     snapshot: Any
+    mask: Any = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -122,6 +126,7 @@ class Engine:
         ``inject_hyperparams`` state with a ``learning_rate``), as
         :func:`lth_jax.transfer.make_finetune_optimizer` does. The learning
         rate still follows ``optimizer``'s schedule.
+      gmp_slots: mask updates a run may hold (:mod:`lth_jax.gmp`); 0: no update branch.
 
     Attributes:
       device_data: the data on the device(s), as the compiled programs take it:
@@ -149,6 +154,7 @@ class Engine:
     mesh: Any = None
     progress: bool = True
     tx: Any = None
+    gmp_slots: int = 0
 
     def __post_init__(self):
         ds = self.dataset
@@ -217,7 +223,7 @@ class Engine:
         out = self._init(self.shard(padded))
         return out if n == padded.shape[0] else jax.tree.map(lambda a: a[:n], out)
 
-    def _new_runs_impl(self, params, batch_stats, mask, data_key, dropout_key):
+    def _new_runs_impl(self, params, batch_stats, mask, data_key, dropout_key, gmp=None):
         params = masks_lib.apply(mask, params)
         opt_state = masks_lib.set_mask(self.tx.init(params), mask)
         return RunState(
@@ -228,11 +234,15 @@ class Engine:
             data_key=data_key,
             dropout_key=dropout_key,
             fail_step=jnp.int32(-1),
+            gmp=gmp,
         )
 
-    def new_runs(self, params, batch_stats, mask, data_keys, dropout_keys) -> RunState:
+    def new_runs(self, params, batch_stats, mask, data_keys, dropout_keys, gmp=None) -> RunState:
         """Fresh runs: params masked, a fresh optimizer state holding the mask."""
-        return self._new_runs(*self.shard((params, batch_stats, mask, data_keys, dropout_keys)))
+        if self.gmp_slots and gmp is None:
+            gmp = gmp_lib.never(mask, self.gmp_slots)
+        runs = (params, batch_stats, mask, data_keys, dropout_keys, gmp)
+        return self._new_runs(*self.shard(runs))
 
     def chunk(self, runs: RunState, start: int, fixed_lr):
         """One call of the compiled chunk program: ``eval_every`` steps from ``start``, then
@@ -352,20 +362,8 @@ class Engine:
         return loss / n, correct / n
 
     def _run_chunk(self, run: RunState, s0, fixed_lr, data):
-        """One run: ``eval_every`` steps from ``s0`` as a scan, then evaluation."""
-        spe = self.steps_per_epoch
-        perm0 = pipeline.epoch_permutation(run.data_key, s0 // spe, self.n_train)
-        run = run._replace(perm=perm0)
-
-        def body(run, s):
-            lr = jnp.where(fixed_lr >= 0, fixed_lr, self.schedule(s))
-            return self._run_step(run, s, lr, data["train"])
-
-        steps = s0 + jnp.arange(self.eval_every, dtype=jnp.int32)
-        run, losses = jax.lax.scan(body, run, steps)
-        val_loss, val_acc = self._evaluate(run.params, run.batch_stats, data["val"])
-        test_loss, test_acc = self._evaluate(run.params, run.batch_stats, data["test"])
-        return run, (jnp.mean(losses), val_loss, val_acc, test_loss, test_acc)
+        """One run: ``eval_every`` steps from ``s0`` as a scan, then evaluation (:mod:`.loop`)."""
+        return loop.run_chunk(self, run, s0, fixed_lr, data)
 
     def _chunk_impl(self, runs: RunState, s0, fixed_lr, data):
         """All runs: split over the devices, one after another within a device.
@@ -404,6 +402,7 @@ class Engine:
         desc: str = "train",
         on_chunk: Callable[[int, Callable[[], tuple[dict, dict]]], Any] | None = None,
         resume: tuple[int, dict, dict] | None = None,
+        gmp=None,
     ) -> FitResult:
         """Trains a batch of runs from the given state: the one call every runner uses.
 
@@ -430,11 +429,12 @@ class Engine:
           resume: ``(step, state, meta)`` as saved from ``get_state``: continues
             from there, bit for bit as an uninterrupted call. A state that does
             not fit these runs is reported on stderr and ignored.
+          gmp: the runs' :class:`lth_jax.gmp.Schedule` (mask updates), or ``None``.
 
         Returns:
           A :class:`FitResult` for the ``R`` real runs.
         """
-        inputs = (params, batch_stats, mask, data_keys, dropout_keys)
+        inputs = (params, batch_stats, mask, data_keys, dropout_keys, gmp)
         inputs, n = pad_runs(inputs, self.num_shards())
         runs = self.new_runs(*inputs)
         progress = None
@@ -480,4 +480,5 @@ class Engine:
             fail_step=to_host(runs.fail_step)[:n],
             curves=curves,
             snapshot=cut(snap),
+            mask=cut(runs.opt_state.mask),
         )

@@ -19,6 +19,16 @@ ARM_LABELS = {
     "reinit": "random re-init",
     "random_mask": "random pruning",
     "one_shot": "one-shot pruning",
+    "gmp": "gradual magnitude pruning",
+    "snip": "SNIP",
+    "grasp": "GraSP",
+    "synflow": "SynFlow",
+    "snip_shuffled": "SNIP, shuffled",
+    "grasp_shuffled": "GraSP, shuffled",
+    "synflow_shuffled": "SynFlow, shuffled",
+    "snip_reinit": "SNIP, re-init",
+    "grasp_reinit": "GraSP, re-init",
+    "synflow_reinit": "SynFlow, re-init",
     "dense": "dense",
 }
 

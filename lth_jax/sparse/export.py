@@ -131,9 +131,9 @@ def _weights(state, records, round_, arm, trial, weights, config, previous):
         return _take(main["params"], i), {}, mask
     if arm == "dense":
         src = state["init"]
-    elif arm == "reinit":
+    elif arm == "reinit" or arm.endswith("_reinit"):  # a fresh init, not saved
         raise ExportError(
-            "--weights rewind: arm 'reinit' started from a fresh initialization (key purpose "
+            f"--weights rewind: arm {arm!r} started from a fresh initialization (key purpose "
             f"'reinit' of round {round_}) that the checkpoint does not keep; export its "
             "trained weights, or the ticket's rewind weights"
         )
