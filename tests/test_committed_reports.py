@@ -24,6 +24,7 @@ FIGURES_DRAWN_WITH = "3.11.2"
 REPORTS = {
     "mnist1d_lottery": ["mnist1d_lottery"],
     "mnist1d_lottery_notebook": ["mnist1d_lottery_notebook"],
+    "mnist1d_methods": ["mnist1d_methods"],
     "mnist1d_instability/k0": ["mnist1d_instability/k0"],
     "mnist1d_instability/k500": ["mnist1d_instability/k500"],
     "mnist1d_instability": ["mnist1d_instability/k0", "mnist1d_instability/k500"],

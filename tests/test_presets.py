@@ -44,6 +44,7 @@ ARGS = {
     "mnist1d_lottery.py": [None],
     "mnist1d_lottery_notebook.py": [None],
     "mnist1d_rewinding.py": [None, "init", "step500", "lr"],
+    "mnist1d_methods.py": [None],
     "mnist1d_instability.py": [None, "0", "500"],
     "resnet20_instability.py": [None, "0", "2000"],
 }  # fmt: skip
@@ -60,6 +61,7 @@ RUN = {
     "mnist1d_lottery.py": None,
     "mnist1d_lottery_notebook.py": None,
     "mnist1d_rewinding.py": "init",
+    "mnist1d_methods.py": None,
     "mnist1d_instability.py": None,
     "resnet20_instability.py": "2000",
 }

@@ -75,6 +75,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         ),
     ),
     "mnist1d_lottery_notebook": (),  # filled below: the same claims as mnist1d_lottery
+    "mnist1d_methods": (),  # filled below
     "mnist1d_rewinding": (
         Claim(
             f"{_FC}: iterative pruning keeps tickets matching at smaller sizes than "
@@ -115,6 +116,53 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
 
 
 CLAIMS["mnist1d_lottery_notebook"] = CLAIMS["mnist1d_lottery"]
+
+_F21 = (
+    "Frankle et al. 2021, Pruning Neural Networks at Initialization: Why are We Missing the "
+    "Mark? (final test accuracy)"
+)
+_PAI = (("snip", "SNIP"), ("grasp", "GraSP"), ("synflow", "SynFlow"))
+CLAIMS["mnist1d_methods"] = (
+    *(
+        Claim(
+            f"{_F21}: magnitude pruning after training (IMP) beats pruning at initialization "
+            f"({name}) at moderate and high sparsity",
+            "ticket",
+            arm,
+            "the ticket",
+            name,
+            "a_above",
+            at_most=0.5,
+        )
+        for arm, name in _PAI
+    ),
+    *(
+        Claim(
+            f"{_F21}: {name}'s mask does no better than the same mask shuffled within each "
+            "layer (only the per-layer densities matter)",
+            f"{arm}_shuffled",
+            arm,
+            f"{name}, shuffled",
+            name,
+            "a_not_below",
+        )
+        for arm, name in _PAI
+    ),
+    *(
+        Claim(
+            "Tanaka et al. 2020, Pruning neural networks without any data by iteratively "
+            "conserving synaptic flow (final test accuracy): SynFlow avoids layer collapse and "
+            f"beats {name} at extreme sparsity",
+            "synflow",
+            arm,
+            "SynFlow",
+            name,
+            "a_above",
+            at_most=0.05,
+        )
+        for arm, name in _PAI[:2]
+    ),
+)
 
 
 def claims_for(folder: str) -> tuple[Claim, ...]:

@@ -108,11 +108,20 @@ def _dense_reference(kept: Sequence[Mapping]) -> str | None:
     return arms[0] if len(arms) == 1 else None
 
 
+#: Arms named ``<method><suffix>`` are also compared with ``<method>`` of the same round.
+SANITY_SUFFIXES = ("_shuffled", "_reinit")
+
+#: Other arms compared head to head when both ran (Tanaka et al. 2020: SynFlow vs SNIP, GraSP).
+PEER_PAIRS = (("synflow", "snip"), ("synflow", "grasp"))
+
+
 def lottery_pairs(records: Iterable[Mapping], ticket: str = "ticket") -> list[dict[str, Any]]:
     """The paired comparisons of a lottery or instability workdir, round by round.
 
     For each round past 0, in order: ``ticket`` against every other arm of the
-    round (in their order of appearance), then every arm of the round against
+    round (in their order of appearance), every sanity-check arm
+    ``<method>_shuffled`` / ``<method>_reinit`` against ``<method>`` (when both
+    ran), the :data:`PEER_PAIRS` that ran, then every arm of the round against
     the round-0 (dense) record of the same trial: the round-0 arm ``dense``, or
     the only round-0 arm (no such comparisons when there are several and none
     is ``dense``). A later record for the same
@@ -131,6 +140,12 @@ def lottery_pairs(records: Iterable[Mapping], ticket: str = "ticket") -> list[di
     for rnd in sorted({k[0] for k in groups if k[0] > 0}):
         arms = [arm for (r, arm) in groups if r == rnd]
         pairs = [((rnd, ticket), (rnd, b)) for b in arms if ticket in arms and b != ticket]
+        pairs += [  # the sanity checks against their method (Frankle et al. 2021)
+            ((rnd, a), (rnd, a.rsplit("_", 1)[0]))
+            for a in arms
+            if a.endswith(SANITY_SUFFIXES) and a.rsplit("_", 1)[0] in arms
+        ]
+        pairs += [((rnd, a), (rnd, b)) for a, b in PEER_PAIRS if a in arms and b in arms]
         if dense is not None:
             pairs += [((rnd, a), (0, dense)) for a in arms]
         for (ra, a), (rb, b) in pairs:
