@@ -84,14 +84,7 @@ __all__ = [
 ]
 
 #: Keys that may differ when a workdir is resumed (they do not change results).
-HARMLESS_KEYS = (
-    "progress",
-    "checkpoint.max_to_keep",
-    "checkpoint.every_steps",
-    "num_devices",
-    "log_every",
-    "dataset.data_dir",
-)
+HARMLESS_KEYS = wd.HARMLESS_KEYS
 
 #: The model attributes a config may set under ``model.kwargs``, with their types
 #: (sequences are tuples). Which model takes which: :func:`lth_jax.models.kwargs_for`.

@@ -12,7 +12,7 @@ Rules, exactly:
   :func:`lth_jax.report.files.read_config`, without JAX) of kind ``lottery``
   or ``instability``, and the configs differ only in ``seed`` and in the keys
   that do not change results (:data:`HARMLESS_KEYS`, as
-  :data:`lth_jax.config.HARMLESS_KEYS`); a key one config lacks counts as a
+  :data:`lth_jax.workdir.HARMLESS_KEYS`); a key one config lacks counts as a
   difference. Anything else is refused with one line naming the differing
   keys (:func:`config_differences`).
 * **No trial twice.** Two workdirs with the same seed are refused: they hold
@@ -49,6 +49,7 @@ from lth_jax.report.lottery import (
 from lth_jax.report.lottery_figure import plot_report
 from lth_jax.report.paired import PAIRED_NOTE, format_paired, lottery_pairs
 from lth_jax.report.stats import BANDS, has_curve, latest
+from lth_jax.workdir.layout import HARMLESS_KEYS as HARMLESS
 
 __all__ = [
     "HARMLESS_KEYS",
@@ -60,17 +61,8 @@ __all__ = [
     "write_report",
 ]
 
-#: Keys that may differ between pooled workdirs: they do not change results. The same as
-#: :data:`lth_jax.config.HARMLESS_KEYS` (a test checks), kept here so that reports never
-#: import JAX.
-HARMLESS_KEYS = (
-    "progress",
-    "checkpoint.max_to_keep",
-    "checkpoint.every_steps",
-    "num_devices",
-    "log_every",
-    "dataset.data_dir",
-)
+#: Keys that may differ between pooled workdirs: they do not change results.
+HARMLESS_KEYS = HARMLESS
 
 #: The folder a pooled report goes into without ``--out``, in the workdirs' common parent.
 POOLED_DIR = "pooled"

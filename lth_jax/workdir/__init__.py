@@ -46,6 +46,7 @@ from lth_jax.workdir.files import (
 from lth_jax.workdir.layout import (
     CONFIG,
     FOLDERS,
+    HARMLESS_KEYS,
     LOCK,
     METRICS,
     REPORT_FILES,
@@ -66,6 +67,7 @@ __all__ = [
     "REPORT_FILES",
     "LOCK",
     "FOLDERS",
+    "HARMLESS_KEYS",
     "config_to_json",
     "write_json_atomic",
     "write_jsonl_atomic",

@@ -25,6 +25,7 @@ __all__ = [
     "REPORT_FILES",
     "LOCK",
     "FOLDERS",
+    "HARMLESS_KEYS",
     "check_path",
     "check_contents",
     "lock",
@@ -40,6 +41,16 @@ REPORT_FILES = ("report.md", "report.png", "summary.json")
 LOCK = ".lth-jax.lock"
 #: The entries of a workdir that are folders (every other entry lth-jax writes is a file).
 FOLDERS = ("checkpoints", "source", "target_imp")
+#: Config keys that may differ between a workdir's config.json and a run resuming it, or
+#: between pooled workdirs: they do not change results.
+HARMLESS_KEYS = (
+    "progress",
+    "checkpoint.max_to_keep",
+    "checkpoint.every_steps",
+    "num_devices",
+    "log_every",
+    "dataset.data_dir",
+)
 
 
 def check_path(workdir: str) -> None:
