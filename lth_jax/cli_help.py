@@ -102,6 +102,8 @@ KEY_MEANINGS: dict[str, str] = {
     "instability.batch_norm": "kind instability: recompute | interpolate batch-norm statistics",
     "checkpoint.max_to_keep": "keep the checkpoints of the last N rounds (None: all)",
     "checkpoint.every_steps": "also checkpoint every N steps of a round (0: round ends only)",
+    "log.tensorboard": "TensorBoard event files in <workdir>/tensorboard/, written every chunk",
+    "log.wandb": "also log the live metrics to Weights & Biases (needs the wandb package)",
     # kind transfer (lth_jax.transfer)
     "transfer.arms": "scratch, pretrained (+dropout, +l2sp), ticket_source, ...",
     "transfer.pretrained_workdir": "load the source from this workdir (None: pretrain here)",

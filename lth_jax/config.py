@@ -55,7 +55,7 @@ from collections.abc import Mapping
 
 import ml_collections
 
-from lth_jax import arms, checks, data, models, rng
+from lth_jax import arms, checks, data, events, models, rng
 from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
 from lth_jax.config_checks import (
@@ -186,6 +186,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Mid-round checkpoints: also save at the end of the first chunk at or after
     # every multiple of this many steps of a round (0 = only at round ends).
     c.checkpoint.every_steps = 0
+
+    c.log = ml_collections.ConfigDict()  # live metrics (lth_jax.events); results do not change
+    c.log.tensorboard = True  # TensorBoard event files in <workdir>/tensorboard/, every chunk
+    c.log.wandb = False  # also Weights & Biases (needs the wandb package)
     return c
 
 
@@ -450,6 +454,9 @@ def validate(c) -> None:
     if value("checkpoint.max_to_keep") is not None:
         check(checks.integer, "checkpoint.max_to_keep", 2)
     check(checks.integer, "checkpoint.every_steps", 0)
+    check(checks.boolean, "log.tensorboard")
+    check(checks.boolean, "log.wandb")
+    events.check(c)  # log.wandb without the wandb package
 
 
 def check_drift(

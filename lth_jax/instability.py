@@ -65,7 +65,7 @@ import numpy as np
 
 from lth_jax import checkpoint as ckpt_lib
 from lth_jax import config as config_lib
-from lth_jax import lottery, parallel
+from lth_jax import events, lottery, parallel
 from lth_jax import workdir as wd
 
 __all__ = [
@@ -78,6 +78,8 @@ __all__ = [
 ]
 
 INSTABILITY = "instability.jsonl"
+#: The copies' names in the live metrics (``tensorboard/round_<rr>/copy_a/trial_<t>/``).
+COPIES = ("copy_a", "copy_b")
 
 
 def interpolate(a, b, alpha):
@@ -170,8 +172,11 @@ def _recompute_fn(engine):
     return jax.jit(jax.vmap(one, in_axes=(0, 0, None)))
 
 
-def train_copies(exp: lottery.Experiment, state, round_: int):
-    """Trains the two copies of one round; returns ``((params_a, bs_a), (params_b, bs_b))``."""
+def train_copies(exp: lottery.Experiment, state, round_: int, on_chunk=None):
+    """Trains the two copies of one round; returns ``((params_a, bs_a), (params_b, bs_b))``.
+
+    ``on_chunk``: :meth:`lth_jax.train.Engine.fit`'s hook (the live metrics of the copies).
+    """
     t = len(exp.trials)
     twice = lambda tree: parallel.concat_runs([tree, tree])
     keys = lambda kind: jnp.concatenate(
@@ -186,6 +191,7 @@ def train_copies(exp: lottery.Experiment, state, round_: int):
         keys("dropout"),
         exp.config.imp.rewind_step,
         desc=f"round {round_} copies",
+        on_chunk=on_chunk,
     )
     part = lambda tree, j: parallel.take_runs(tree, j * t, (j + 1) * t)
     return (
@@ -194,8 +200,8 @@ def train_copies(exp: lottery.Experiment, state, round_: int):
     )
 
 
-def _round_results(exp, state, round_: int, alphas) -> list[dict]:
-    (pa, ba), (pb, bb) = train_copies(exp, state, round_)
+def _round_results(exp, state, round_: int, alphas, on_chunk=None) -> list[dict]:
+    (pa, ba), (pb, bb) = train_copies(exp, state, round_, on_chunk)
     errors = interpolation_errors(
         exp.engine, pa, ba, pb, bb, alphas, exp.config.instability.batch_norm
     )
@@ -260,15 +266,19 @@ def _run(config, workdir, overwrite, progress, alphas, is_main):
     if todo:
         exp = exp if exp is not None else lottery.Experiment(config, progress=progress)
         ck = ckpt_lib.RoundCheckpointer(os.path.join(workdir, "checkpoints"))
+        live = events.Live(workdir, config, exp.engine.progress, is_main)  # never feeds back
         try:
             for r in todo:
                 exp.trials = np.asarray(held(r))
                 state, _ = ck.restore(r)
-                for res in _round_results(exp, jax.tree.map(jnp.asarray, state), r, alphas):
+                hook = live.round(r, None, COPIES, lambda: exp.trials, f"round {r} copies")
+                state = jax.tree.map(jnp.asarray, state)
+                for res in _round_results(exp, state, r, alphas, hook):
                     cached[(r, res["trial"])] = res
                     if is_main:
                         wd.append_jsonl(cache_path, res)
         finally:
+            live.close()
             ck.close()
 
     extra = ("barrier", "barrier_alphas", "barrier_test_error")

@@ -44,8 +44,8 @@ is saved at ``imp.rewind_step = k``). Each later round ``r``:
 Every finished round is checkpointed (orbax, :mod:`lth_jax.checkpoint`) with
 the masks, the initial, rewind and trained weights, and all records so far;
 running the same command on the same workdir resumes after the last finished
-round and produces the same ``metrics.jsonl`` as an uninterrupted run. The
-workdir's files, drift check and signal handling are :mod:`lth_jax.workdir`'s.
+round and produces the same ``metrics.jsonl`` as an uninterrupted run. Workdir
+files, drift check and signals: :mod:`lth_jax.workdir`; live metrics: :mod:`lth_jax.events`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ import numpy as np
 
 from lth_jax import arms as arms_lib
 from lth_jax import checkpoint as ckpt_lib
-from lth_jax import checks, config_checks, data, gmp, models, parallel, pruning, rng
+from lth_jax import checks, config_checks, data, events, gmp, models, parallel, pruning, rng
 from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
 from lth_jax import workdir as wd
@@ -71,7 +71,7 @@ from lth_jax.train import Engine
 __all__ = ["run", "Experiment"]
 
 #: What ``--overwrite`` deletes in a lottery workdir (lth-jax's own files only).
-OWNED = (wd.METRICS, wd.CONFIG, wd.TIMING, "checkpoints", *wd.REPORT_FILES)
+OWNED = (wd.METRICS, wd.CONFIG, wd.TIMING, "checkpoints", events.FOLDER, *wd.REPORT_FILES)
 
 
 def _layer_rates(config):
@@ -361,6 +361,7 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[di
     config = exp.config
     is_main = parallel.is_main()
     metrics_path = os.path.join(workdir, wd.METRICS)
+    live = events.Live(workdir, config, exp.engine.progress, is_main)  # never feeds back
     ck = ckpt_lib.RoundCheckpointer(
         os.path.join(workdir, "checkpoints"), max_to_keep=config.checkpoint.max_to_keep
     )
@@ -397,6 +398,7 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[di
                 guard,
                 resume[0] if resume else start,
             )
+            saver = live.round(r, saver, ["dense"] if r == 0 else config.arms, lambda: exp.trials)
             if r == 0:
                 state, recs = exp.dense_round(resume=resume, on_chunk=saver)
             else:
@@ -430,6 +432,7 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[di
                 is_main,
             )
     finally:
+        live.close()
         ck.close()
     return records
 

@@ -425,7 +425,8 @@ class Engine:
           on_chunk: ``on_chunk(step, get_state)`` after every chunk; ``get_state()``
             gives ``(state, meta)``, a host copy of the batch in progress to save
             as a mid-round checkpoint (call it before returning). It may raise
-            to stop training.
+            to stop training. An ``on_chunk`` with a method ``on_eval(step, out,
+            runs, n)`` gets the chunk's outputs and runs first (padded; ``n`` real).
           resume: ``(step, state, meta)`` as saved from ``get_state``: continues
             from there, bit for bit as an uninterrupted call. A state that does
             not fit these runs is reported on stderr and ignored.
@@ -451,10 +452,12 @@ class Engine:
                     f"({e}); starting the round from its beginning",
                     file=sys.stderr,
                 )
-        hook = None
+        hook, on_eval = None, getattr(on_chunk, "on_eval", None)
         if on_chunk is not None:
 
             def hook(step, runs, outs, snapshot):
+                if on_eval is not None:  # live metrics (lth_jax.events), first: it only reads
+                    on_eval(step, outs[-1], runs, n)
                 on_chunk(step, lambda: ckpt_lib.partial_state(runs, outs, snapshot, n))
 
         runs, curves, snap = loop.run_chunks(

@@ -122,7 +122,7 @@ def test_damaged_array_data_gives_one_line_per_checkpoint(run, finished, tmp_pat
     assert rc == 0, err
     assert (wd / "metrics.jsonl").read_bytes() == finished[1]
     assert "Traceback" not in err, err
-    lines = err.splitlines()
+    lines = [x for x in err.splitlines() if not x.startswith("lth-jax: round ")]  # not progress
     assert len(lines) == 2, err
     for line, r in zip(lines, (2, 1)):
         assert line.startswith(f"warning: checkpoint of round {r} cannot be read ("), err

@@ -8,6 +8,7 @@ results in a workdir through this module; orbax checkpoints are
     metrics.jsonl    one JSON object per run record (finished rounds or sizes only)
     timing.jsonl     wall-clock seconds per round (kept apart: it differs run to run)
     checkpoints/     orbax checkpoints (see :mod:`lth_jax.checkpoint`)
+    tensorboard/     live metrics: TensorBoard event files (see :mod:`lth_jax.events`)
     report.md, report.png
 
 Rules stated exactly:

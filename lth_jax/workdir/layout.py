@@ -40,7 +40,7 @@ TIMING = "timing.jsonl"
 REPORT_FILES = ("report.md", "report.png", "summary.json")
 LOCK = ".lth-jax.lock"
 #: The entries of a workdir that are folders (every other entry lth-jax writes is a file).
-FOLDERS = ("checkpoints", "source", "target_imp")
+FOLDERS = ("checkpoints", "source", "target_imp", "tensorboard")
 #: Config keys that may differ between a workdir's config.json and a run resuming it, or
 #: between pooled workdirs: they do not change results.
 HARMLESS_KEYS = (
@@ -49,6 +49,7 @@ HARMLESS_KEYS = (
     "checkpoint.every_steps",
     "num_devices",
     "log_every",
+    "log",
     "dataset.data_dir",
 )
 

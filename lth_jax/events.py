@@ -1,0 +1,266 @@
+"""Live metrics of a run: TensorBoard event files, Weights & Biases, a plain line per chunk.
+
+The engine trains a round as compiled chunks of ``train.eval_every`` steps,
+each ending with an evaluation (:mod:`lth_jax.loop`); the hook of one round
+(:meth:`Live.round`) sees every chunk's outputs as soon as it ends, and writes:
+
+* **TensorBoard** (``log.tensorboard``, on by default): under
+  ``<workdir>/tensorboard/``, one TensorBoard run per round, arm and trial,
+  ``round_<rr>/<arm>/trial_<t>/`` (``rr`` two digits, so runs sort by round;
+  round 0's arm is ``dense``; the ``instability`` kind's two copies of a
+  round are ``copy_a`` and ``copy_b``). After each chunk ending at global step ``s``,
+  at step ``s``: ``train_loss`` (the mean training loss of the chunk's steps),
+  ``val_loss``, ``val_accuracy``, ``test_loss``, ``test_accuracy`` (the
+  evaluation after the chunk: the same numbers as the curves of
+  ``metrics.jsonl``), ``learning_rate`` (the rate of the chunk's last step,
+  ``s - 1``, read from the optimizer state) and ``density`` (the fraction of
+  prunable weights alive after the chunk: constant within a round except for
+  the ``gmp`` arm). Events reach the file within 2 s (tensorboardX's writer
+  thread); a round's writers are closed, so flushed, at its last chunk.
+* **Weights & Biases** (``log.wandb``, off by default; the ``wandb`` package
+  is imported only then): the same values, one W&B run per workdir (its id
+  kept in ``tensorboard/wandb-run-id``, so a resumed run continues it), keys
+  ``round_<rr>/<arm>/trial_<t>/<name>`` against the metric ``step``.
+* **A plain line** on stderr per chunk when progress bars are off
+  (``progress=False``): ``lth-jax: round 1, step 200/1000, 3 arms x 4 trials:
+  train loss 0.4123, 12.3 s`` (the mean over runs of finite chunk losses; the
+  seconds since the round, or its resumption, began in this process).
+
+Why tensorboardX: it writes TensorBoard's event files itself (protobuf
+records) and needs no TensorFlow; ``clu.metric_writers``' summary writer is
+``tf.summary``, which imports TensorFlow (gigabytes, seconds per import), and
+``torch.utils.tensorboard`` needs PyTorch. TensorBoard, to view the files,
+is a separate install (``pip install tensorboard``).
+
+Rules stated exactly:
+
+* **Nothing feeds back.** The hook reads host copies of a chunk's outputs and
+  of the runs' learning rates and mask counts; training, checkpoints and
+  ``metrics.jsonl`` are the same with every switch on or off.
+* **Resume appends.** Each process start writes new event files (their names
+  end in ``.<pid>.<ns>``; TensorBoard merges the files of a run folder). The
+  first event a process writes in a run folder carries TensorBoard's purge
+  step: the step of its first point, so points that an interrupted process
+  wrote after its last checkpoint (and that the resumed process writes again)
+  are hidden, and every curve has one point per evaluation step.
+* **One writer.** Only process 0 of a multi-host run writes or prints; every
+  process gathers the values (a collective).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from lth_jax import masks as masks_lib
+from lth_jax import parallel
+from lth_jax import workdir as wd
+from lth_jax.checks import ConfigError
+
+__all__ = ["FOLDER", "NAMES", "Live", "check"]
+
+#: The workdir folder of the event files.
+FOLDER = "tensorboard"
+#: The scalar names written per run, in order.
+NAMES = (
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "learning_rate",
+    "density",
+)
+WANDB_ID = "wandb-run-id"
+FLUSH_SECS = 2
+
+
+def check(config) -> None:
+    """Refuses ``log.wandb=True`` without the ``wandb`` package, in one line.
+
+    Raises:
+      ConfigError: wandb is asked for but cannot be imported.
+    """
+    log = config.get("log")
+    if log is not None and log.get("wandb") and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(
+            "log.wandb=True needs the wandb package, which is not installed: "
+            "pip install wandb, or set log.wandb=False"
+        )
+
+
+class Live:
+    """The live metrics of one run in ``workdir`` (see the module docstring).
+
+    Args:
+      workdir: the run's workdir (events go to ``<workdir>/tensorboard/``).
+      config: the run's config (``log.tensorboard``, ``log.wandb``, ``train.steps``).
+      progress: progress bars are on (no plain lines then).
+      is_main: this process writes (process 0).
+    """
+
+    def __init__(self, workdir: str, config, progress: bool, is_main: bool = True):
+        log = config.get("log") or {}
+        self.root = os.path.join(workdir, FOLDER)
+        self.tensorboard = bool(log.get("tensorboard", False))
+        self.wandb = bool(log.get("wandb", False))
+        self.lines = not progress
+        self.steps = int(config.train.steps)
+        self.is_main = is_main
+        self.enabled = self.tensorboard or self.wandb or self.lines
+        self._writers: dict[str, Any] = {}
+        self._alive = jax.jit(jax.vmap(masks_lib.layer_alive))
+        self._run = self._start_wandb(workdir, config) if self.wandb and is_main else None
+
+    def _start_wandb(self, workdir: str, config):
+        check(config)
+        import wandb
+
+        os.makedirs(self.root, exist_ok=True)
+        id_path = os.path.join(self.root, WANDB_ID)
+        if os.path.exists(id_path):
+            with open(id_path, encoding="utf-8") as f:
+                run_id = f.read().strip()
+        else:
+            run_id = secrets.token_hex(8)
+            with open(id_path, "w", encoding="utf-8") as f:
+                f.write(run_id + "\n")
+        try:
+            run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "lth_jax"),
+                name=os.path.basename(os.path.abspath(workdir)),
+                id=run_id,
+                resume="allow",
+                config=wd.config_to_json(config),
+            )
+        except Exception as e:  # noqa: BLE001 - any failure of the service: one line
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise wd.RunFailed(f"log.wandb: wandb.init failed: {msg}") from None
+        run.define_metric("step")
+        run.define_metric("*", step_metric="step")
+        return run
+
+    def round(
+        self,
+        round_: int,
+        on_chunk: Callable[..., Any] | None,
+        arms: Sequence[str],
+        trials: Callable[[], Sequence[int]],
+        label: str | None = None,
+    ):
+        """The ``on_chunk`` hook of round ``round_``: ``on_chunk``'s, plus the live metrics.
+
+        Runs are arm-major: run ``j`` is arm ``arms[j // T]``, trial
+        ``trials()[j % T]`` for ``T = len(trials())`` (read at the first chunk:
+        trials left out of a round are gone by then). ``label`` starts the
+        plain line (default ``round <r>``). Returns ``on_chunk`` itself when
+        nothing is to be written.
+        """
+        if not self.enabled:
+            return on_chunk
+        label = f"round {round_}" if label is None else label
+        return _RoundHook(self, round_, on_chunk, list(arms), trials, label)
+
+    def _writer(self, name: str, step: int):
+        w = self._writers.get(name)
+        if w is None:
+            from tensorboardX import SummaryWriter
+
+            w = SummaryWriter(
+                logdir=os.path.join(self.root, name),
+                purge_step=step,
+                flush_secs=FLUSH_SECS,
+                filename_suffix=f".{os.getpid()}.{time.time_ns()}",
+            )
+            self._writers[name] = w
+        return w
+
+    def write(self, step: int, values: dict[str, dict[str, float]]) -> None:
+        """Writes ``{run folder: {name: value}}`` at ``step`` (process 0 only)."""
+        if not self.is_main:
+            return
+        if self.tensorboard:
+            for name, scalars in values.items():
+                w = self._writer(name, step)
+                for tag, v in scalars.items():
+                    w.add_scalar(tag, v, step)
+        if self._run is not None:
+            flat = {f"{name}/{k}": v for name, s in values.items() for k, v in s.items()}
+            self._run.log({"step": step, **flat})
+
+    def close_round(self, prefix: str) -> None:
+        """Closes (so flushes) the writers of the run folders under ``prefix``."""
+        for name in [n for n in self._writers if n.startswith(prefix)]:
+            self._writers.pop(name).close()
+
+    def close(self) -> None:
+        """Closes every writer and the W&B run (at the end of the process's run)."""
+        self.close_round("")
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+
+class _RoundHook:
+    """``on_chunk(step, get_state)`` of one round, with ``on_eval`` (:meth:`Engine.fit`)."""
+
+    def __init__(self, live: Live, round_: int, on_chunk, arms, trials, label: str):
+        self.live, self.round, self.on_chunk, self.label = live, round_, on_chunk, label
+        self.arms, self.trials = arms, trials
+        self.prefix = f"round_{round_:02d}/"
+        self.t0 = time.perf_counter()
+
+    def __call__(self, step: int, get_state) -> None:
+        if self.on_chunk is not None:
+            self.on_chunk(step, get_state)
+
+    def on_eval(self, step: int, out, runs, n: int) -> None:
+        """Writes chunk ``out`` (per padded run: train loss, val loss and accuracy, test loss
+        and accuracy) of the ``n`` real ``runs`` at ``step``. Reads only."""
+        live = self.live
+        opt = runs.opt_state
+        hyper = getattr(getattr(opt, "inner_state", None), "hyperparams", None) or {}
+        lr = hyper.get("learning_rate")
+        alive = live._alive(opt.mask) if hasattr(opt, "mask") else None
+        out, lr, alive = parallel.to_host((tuple(out), lr, alive))
+        trials = [int(t) for t in self.trials()]
+        labels = [(a, t) for a in self.arms for t in trials][:n]
+        values = {}
+        total = 0
+        if alive:  # the records' density: exact integer counts over the prunable leaves
+            sizes = {p: int(np.prod(np.shape(m)[1:])) for p, m in masks_lib.named_leaves(opt.mask)}
+            total = sum(sizes[p] for p in alive)
+        for j, (arm, trial) in enumerate(labels):
+            v = {name: float(np.asarray(o)[j]) for name, o in zip(NAMES, out)}
+            if lr is not None:
+                v["learning_rate"] = float(np.asarray(lr)[j])
+            if total:
+                v["density"] = sum(int(c[j]) for c in alive.values()) / total
+            values[f"{self.prefix}{arm}/trial_{trial}"] = v
+        if live.tensorboard or live._run is not None:
+            live.write(step, values)
+        if live.lines and live.is_main:
+            losses = np.asarray(out[0])[: len(labels)]
+            finite = losses[np.isfinite(losses)]
+            loss = f"{float(np.mean(finite)):.4f}" if finite.size else "nan"
+            runs_of = f"{_count(len(self.arms), 'arm')} x {_count(len(trials), 'trial')}"
+            print(
+                f"lth-jax: {self.label}, step {step}/{live.steps}, {runs_of}: "
+                f"train loss {loss}, {time.perf_counter() - self.t0:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        if step >= live.steps:
+            live.close_round(self.prefix)
+
+
+def _count(k: int, what: str) -> str:
+    return f"{k} {what}" + ("" if k == 1 else "s")
