@@ -188,7 +188,16 @@ def _tiny_overrides(c, data_dir):
     return [f"--config.{key}={value}" for key, value in over.items()]
 
 
-@pytest.mark.parametrize("name", sorted(RUN))
+#: Presets whose end-to-end run is slow (big models compiled under mock data); faster tests
+#: cover them: test_config_validates_and_model_builds (their config and model), the MNIST-1D
+#: and resnet20_cifar10 runs below (the CLI path, with and without TFDS mock data), and
+#: tests/test_models.py (each model trains).
+SLOW_RUNS = ("vgg19_cifar10.py", "resnet20_instability.py", "conv_cifar10.py", "renda_resnet20.py")
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_RUNS else n for n in sorted(RUN)]
+)
 def test_preset_runs_through_the_cli(name, tmp_path, mnist1d_dir, monkeypatch, capsys):
     arg = RUN[name]
     c = _get_config(name, arg)

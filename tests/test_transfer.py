@@ -270,7 +270,14 @@ def test_bad_config_values_are_named(key, value, match):
 
 
 @pytest.mark.parametrize(
-    "name", ["transfer_mnist1d", "transfer_mnist_fashion", "transfer_cifar10_cifar100"]
+    "name",
+    [
+        "transfer_mnist1d",
+        # slow (TFDS mock data, bigger models); transfer_mnist1d covers the same CLI path and
+        # tests/test_presets.py the TFDS mock-data path
+        pytest.param("transfer_mnist_fashion", marks=pytest.mark.slow),
+        pytest.param("transfer_cifar10_cifar100", marks=pytest.mark.slow),
+    ],
 )
 def test_presets_validate(name):
     import importlib.util
@@ -329,7 +336,14 @@ def test_transfer_runs_end_to_end_and_resumes(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["transfer_mnist1d", "transfer_mnist_fashion", "transfer_cifar10_cifar100"]
+    "name",
+    [
+        "transfer_mnist1d",
+        # slow (TFDS mock data, bigger models); transfer_mnist1d covers the same CLI path and
+        # tests/test_presets.py the TFDS mock-data path
+        pytest.param("transfer_mnist_fashion", marks=pytest.mark.slow),
+        pytest.param("transfer_cifar10_cifar100", marks=pytest.mark.slow),
+    ],
 )
 def test_preset_runs_through_the_cli(name, tmp_path, monkeypatch, capsys):
     """Each transfer preset (every arm, ticket arms included) runs a few steps end to end."""
