@@ -96,7 +96,17 @@ def test_committed_notebook(path):
     assert "QUICK mode" not in _text(nb), f"{path.name} carries the outputs of a quick run"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+#: Notebooks whose quick run is left to the slow set: what they run (the dropout functions and
+#: the regularizer transforms, each on a small MLP) is what tests/test_dropouts.py and
+#: tests/test_regularizers.py test directly, faster; test_committed_notebook still checks them.
+SLOW_RUNS = ("dropout", "regularization")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_RUNS else p for p in NOTEBOOKS],
+    ids=_ids(NOTEBOOKS),
+)
 def test_notebook_runs_in_quick_mode(path, jupyter_path, tmp_path, monkeypatch):
     """The notebook runs top to bottom without error and shows at least one figure."""
     work = tmp_path / "workdir"
