@@ -56,7 +56,7 @@ import numpy as np
 
 from lth_jax import checks
 from lth_jax import masks as masks_lib
-from lth_jax.saliency import grasp_scores, snip_scores, synflow_scores  # pruning at init
+from lth_jax.saliency import grasp_scores, keep_top_like, snip_scores, synflow_scores
 
 __all__ = [
     "magnitude_prune",
@@ -446,17 +446,4 @@ def top_scores_like(scores, mask, prunable=None):
       >>> top_scores_like(s, m)["kernel"].tolist()
       [[True, False, False, True]]
     """
-    flags = jax.tree.leaves(masks_lib.prunable_tree(mask, prunable))
-    leaves, treedef = jax.tree.flatten(mask)
-    score_leaves = treedef.flatten_up_to(scores)
-    out = []
-    for m, sc, f in zip(leaves, score_leaves, flags):
-        m = jnp.asarray(m, dtype=bool)
-        if not f:
-            out.append(m)
-            continue
-        alive = jnp.sum(m, dtype=jnp.int32)
-        order = jnp.argsort(jnp.reshape(sc, -1).astype(jnp.float32), stable=True)
-        rank = jnp.empty_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
-        out.append((rank >= m.size - alive).reshape(m.shape))
-    return jax.tree.unflatten(treedef, out)
+    return keep_top_like(scores, mask, "layerwise", prunable)
