@@ -1,4 +1,4 @@
-"""Runs every setting of ``configs/regularizers_mnist1d.py`` and writes a comparison table.
+"""Runs every setting of the preset ``regularizers_mnist1d`` and writes a comparison table.
 
 Usage::
 
@@ -17,7 +17,7 @@ setting's config).
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import sys
@@ -28,15 +28,12 @@ import numpy as np
 from lth_jax.report.regularizers import format_table  # the table of table.md and the README
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PRESET = os.path.join(HERE, "configs", "regularizers_mnist1d.py")
+PRESET = "preset:regularizers_mnist1d"  # lth_jax/configs/regularizers_mnist1d.py
 SMALL = 1e-3
 
 
 def _preset():
-    spec = importlib.util.spec_from_file_location("regularizers_mnist1d", PRESET)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("lth_jax.configs.regularizers_mnist1d")
 
 
 def _describe(c) -> str:

@@ -54,18 +54,19 @@ from absl import flags
 from ml_collections import config_flags
 from ml_collections.config_flags import config_path, tuple_parser
 
-from lth_jax import __version__, checks, cli_help, kinds, report, sweep
+from lth_jax import __version__, checks, cli_help, configs, kinds, report, sweep
 from lth_jax.checks import ConfigError
 from lth_jax.workdir import RunFailed, config_to_json
 
 USAGE = (
-    "usage: lth-jax run [--config FILE[:ARG]] --workdir DIR [--config.KEY=VALUE ...]"
-    " [--overwrite] [--print-config]\n"
+    "usage: lth-jax run [--config FILE[:ARG]|preset:NAME[:ARG]] --workdir DIR"
+    " [--config.KEY=VALUE ...] [--overwrite] [--print-config]\n"
     "       lth-jax report DIR [DIR ...] [--pool] [--out DIR] [--band ci|std|sem|minmax]\n"
     "       lth-jax export DIR --round R --trial T [--arm ARM] [--weights trained|rewind]"
     " --out FILE\n"
     "       lth-jax sweep --workdir DIR --sweep KEY=V1,V2[,...] [--sweep ...]"
-    " [--launcher local|slurm] [--parallel N] [--config FILE[:ARG]] [--config.KEY=VALUE ...]"
+    " [--launcher local|slurm] [--parallel N] [--config FILE[:ARG]] [--config.KEY=VALUE ...]\n"
+    "       lth-jax presets [NAME]"
 )
 
 
@@ -109,17 +110,30 @@ def _exit_arg(e: SystemExit) -> str:
 
 
 def load_config_file(spec: str):
-    """The ``ConfigDict`` of ``FILE[:ARG]`` (``get_config()`` or ``get_config(ARG)``).
+    """The ``ConfigDict`` of ``FILE[:ARG]`` or ``preset:NAME[:ARG]`` (``get_config([ARG])``).
+
+    ``preset:NAME`` is the module ``NAME`` of :mod:`lth_jax.configs`, installed
+    with the package (``lth-jax presets`` lists them).
 
     Raises:
-      UsageError: the file is missing, fails to import, has no ``get_config`` or
-        that does not return a config.
+      UsageError: no such file or preset, or the file fails to import, has no
+        ``get_config`` or that does not return a config.
     """
+    label = spec.partition(":")[0]  # what messages call the config: the file, or the preset
+    if spec.startswith(configs.PREFIX):
+        name, preset_arg = configs.split_spec(spec)
+        label = f"{configs.PREFIX}{name}"
+        try:
+            spec = configs.path(name) + ("" if preset_arg is None else f":{preset_arg}")
+        except ValueError as e:
+            raise UsageError(f"--config {label}: {e} (lth-jax presets)") from None
     path, sep, arg = spec.partition(":")
     if not path:
-        raise UsageError("--config needs a file name")
+        raise UsageError("--config needs a file name or preset:NAME")
     if not os.path.exists(path):
-        raise UsageError(f"--config {path}: no such file")
+        raise UsageError(
+            f"--config {path}: no such file (a config file, or preset:NAME: lth-jax presets)"
+        )
     if os.path.isdir(path):
         raise UsageError(f"--config {path}: is a directory, not a config file")
     name = "lth_jax_config_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
@@ -130,30 +144,30 @@ def load_config_file(spec: str):
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
     except Exception as e:  # noqa: BLE001 - any failure is the file's
-        raise UsageError(f"--config {path}: cannot be loaded ({_short(e)})") from None
+        raise UsageError(f"--config {label}: cannot be loaded ({_short(e)})") from None
     except SystemExit as e:
         raise UsageError(
-            f"--config {path}: calls sys.exit({_exit_arg(e)}) while loading; a config file "
+            f"--config {label}: calls sys.exit({_exit_arg(e)}) while loading; a config file "
             "defines get_config() and returns a config"
         ) from None
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
-        raise UsageError(f"--config {path}: defines no get_config() function")
+        raise UsageError(f"--config {label}: defines no get_config() function")
     try:
         config = get_config(arg) if sep else get_config()
     except Exception as e:  # noqa: BLE001
         call = f"get_config({arg!r})" if sep else "get_config()"
-        raise UsageError(f"--config {path}: {call} failed ({_short(e)})") from None
+        raise UsageError(f"--config {label}: {call} failed ({_short(e)})") from None
     except SystemExit as e:
         call = f"get_config({arg!r})" if sep else "get_config()"
         raise UsageError(
-            f"--config {path}: {call} calls sys.exit({_exit_arg(e)}) instead of returning a config"
+            f"--config {label}: {call} calls sys.exit({_exit_arg(e)}) instead of returning a config"
         ) from None
     if isinstance(config, dict):
         config = ml_collections.ConfigDict(config)
     if not isinstance(config, ml_collections.ConfigDict):
         raise UsageError(
-            f"--config {path}: get_config() must return an ml_collections.ConfigDict, "
+            f"--config {label}: get_config() must return an ml_collections.ConfigDict, "
             f"got {type(config).__name__}"
         )
     return config
@@ -425,6 +439,19 @@ def _export(argv) -> int:
     return 0
 
 
+def _presets(argv) -> int:
+    p = _ArgumentParser(
+        prog="lth-jax presets", exit_on_error=False, add_help=False, **cli_help.PRESETS
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="one preset: its whole description")
+    name = _parse(p, argv, USAGE.splitlines()[4].strip()).name
+    try:
+        cli_help.emit(configs.listing() if name is None else configs.info(name).doc)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
 def main(argv=None) -> int:
     """Entry point of the ``lth-jax`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -447,7 +474,11 @@ def main(argv=None) -> int:
             return _export(rest)
         if cmd == "sweep":
             return sweep.main(rest, parse_run_args, UsageError)
-        raise UsageError(f"unknown command {cmd!r}; commands are: run, report, export, sweep")
+        if cmd == "presets":
+            return _presets(rest)
+        raise UsageError(
+            f"unknown command {cmd!r}; commands are: run, report, export, sweep, presets"
+        )
     except _Help as e:
         cli_help.emit(e.args[0] if e.args else cli_help.main_help(USAGE, __version__))
         return 0

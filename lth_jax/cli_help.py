@@ -28,6 +28,7 @@ COMMANDS = {
     "report": "tables, figures and paired comparisons from the metrics of workdirs",
     "export": "write one run of a lottery workdir as a sparse model file",
     "sweep": "one run workdir per point of a grid of config values, here or on SLURM",
+    "presets": "the experiment presets installed with the package, with their results",
 }
 
 _MODEL = "model.kwargs."
@@ -240,6 +241,14 @@ def main_help(usage: str, version: str) -> str:
     )
 
 
+#: ``lth-jax presets``: its parser's description.
+PRESETS = {
+    "description": "Lists the experiment presets shipped in lth_jax/configs/: per preset its "
+    "name and summary, the command that runs it (--config preset:NAME[:ARG]), the published "
+    "result it is compared with and ours (generated from committed metrics; 'not run' where "
+    "we have none). With NAME: that preset's whole description."
+}
+
 #: ``lth-jax report`` and ``export``: their parsers' descriptions and longer option help.
 REPORT = {
     "description": "Writes report.md (tables, paired comparisons, findings), report.png and "
@@ -264,7 +273,8 @@ RUN_OPTIONS = (
     (
         "--config FILE[:ARG]",
         "a Python file whose get_config() (get_config(ARG) with :ARG) returns "
-        "the config; default: the embedded default experiment, IMP on MNIST-1D",
+        "the config, or preset:NAME[:ARG], a preset installed with the package (lth-jax "
+        "presets); default: the embedded default experiment, IMP on MNIST-1D",
     ),
     (
         "--workdir DIR",

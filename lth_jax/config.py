@@ -7,7 +7,7 @@ run`` runs with no ``--config``, is :func:`default_config`: IMP on MNIST-1D
 with an MLP, ticket vs random re-initialization vs random mask, 4 trials,
 rounds down to about 5% of weights, a few minutes on 2 CPU cores, no download.
 
-Presets under ``experiments/configs/`` define ``get_config()`` that starts
+Presets under ``lth_jax/configs/`` define ``get_config()`` that starts
 from ``base_config()`` and overrides keys. Any key can be overridden from the
 command line: ``--config.imp.rounds=5``. A key that is not declared is an
 error (with the nearest declared key), in a config file as on the command line.

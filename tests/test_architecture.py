@@ -167,6 +167,8 @@ def _layer(module: str) -> int:
         return 1
     if module.startswith("lth_jax.report"):
         return 4
+    if module.startswith("lth_jax.configs"):  # the presets
+        return 2
     if module.startswith("lth_jax.workdir"):
         return 5
     for rank, (_, names) in enumerate(LAYERS):

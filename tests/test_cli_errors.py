@@ -350,7 +350,7 @@ def test_tuple_overrides_every_spelling(argv, tmp_path):
 def test_overrides_apply_to_a_config_file_in_any_order(tmp_path):
     preset = os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        "experiments",
+        "lth_jax",
         "configs",
         "conv_cifar10.py",
     )

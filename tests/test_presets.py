@@ -1,4 +1,4 @@
-"""Every preset under experiments/configs/ loads, validates, builds its model and runs.
+"""Every preset under lth_jax/configs/ loads, validates, builds its model and runs.
 
 Two levels:
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import glob
-import importlib.util
 import json
 import os
 
@@ -23,12 +22,16 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lth_jax import cli, data, models, pruning
+from lth_jax import cli, configs, data, models, pruning
 from lth_jax import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(ROOT, "experiments", "configs")
-FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, "*.py")))
+CONFIG_DIR = os.path.join(ROOT, "lth_jax", "configs")
+FILES = sorted(
+    os.path.basename(p)
+    for p in glob.glob(os.path.join(CONFIG_DIR, "*.py"))
+    if not os.path.basename(p).startswith("_")
+)
 
 # Every argument each preset accepts (None: the file takes none, or its default).
 ARGS = {
@@ -67,16 +70,8 @@ RUN = {
 }
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(CONFIG_DIR, name))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _get_config(name, arg):
-    mod = _load(name)
-    return mod.get_config() if arg is None else mod.get_config(arg)
+    return configs.get(name[:-3], arg)
 
 
 # Kinds this file runs; presets of other kinds (``transfer``) are only loaded here and
@@ -98,7 +93,7 @@ def test_docstring_has_command_and_published_result(name):
     with open(os.path.join(CONFIG_DIR, name)) as f:
         doc = ast.get_docstring(ast.parse(f.read()))
     assert doc, f"{name} has no module docstring"
-    assert f"--config experiments/configs/{name}" in doc
+    assert f"--config preset:{name[:-3]}" in doc
     assert "--workdir" in doc
     assert "Published" in doc or "published" in doc
 
@@ -201,7 +196,7 @@ SLOW_RUNS = ("vgg19_cifar10.py", "resnet20_instability.py", "conv_cifar10.py", "
 def test_preset_runs_through_the_cli(name, tmp_path, mnist1d_dir, monkeypatch, capsys):
     arg = RUN[name]
     c = _get_config(name, arg)
-    path = os.path.join(CONFIG_DIR, name) + ("" if arg is None else f":{arg}")
+    path = f"preset:{name[:-3]}" + ("" if arg is None else f":{arg}")
     workdir = str(tmp_path / "run")
     argv = ["run", "--config", path, "--workdir", workdir, *_tiny_overrides(c, mnist1d_dir)]
     if c.dataset.name == "mnist1d":

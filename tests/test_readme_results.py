@@ -1,7 +1,7 @@
 """The generated result blocks are what the committed metrics give, regenerated here.
 
 Every ``<!-- generated from PATH: begin -->`` ... ``end`` block of README.md, of
-the preset docstrings under experiments/configs/ and of the READMEs under
+the preset docstrings under lth_jax/configs/ and of the READMEs under
 experiments/results/ is rewritten by :func:`lth_jax.report.readme.render_blocks`
 from the folder it names; any difference fails (fix: ``python -m
 lth_jax.report.readme``).
@@ -22,7 +22,7 @@ from lth_jax.report import readme
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 README = os.path.join(ROOT, "README.md")
 RESULTS = os.path.join(ROOT, "experiments", "results")
-CONFIGS = os.path.join(ROOT, "experiments", "configs")
+CONFIGS = os.path.join(ROOT, "lth_jax", "configs")
 FILES = [os.path.relpath(p, ROOT) for p in readme.default_files(ROOT)]
 
 
@@ -61,8 +61,8 @@ def _results_folders() -> list[str]:
 def test_the_command_covers_the_readme_the_presets_and_the_results_readmes():
     assert FILES[0] == "README.md"
     presets = sorted(f for f in os.listdir(CONFIGS) if f.endswith(".py"))
-    assert [f for f in FILES if f.startswith("experiments/configs/")] == [
-        f"experiments/configs/{f}" for f in presets
+    assert [f for f in FILES if f.startswith("lth_jax/configs/")] == [
+        f"lth_jax/configs/{f}" for f in presets
     ]
     assert "experiments/results/transfer/README.md" in FILES
     assert "experiments/results/regularizers/README.md" in FILES
@@ -84,7 +84,7 @@ def test_check_of_every_file_passes(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     assert readme.main(["--check"]) == 0
     out = capsys.readouterr().out
-    assert "README.md: " in out and "experiments/configs/mnist1d_lottery.py: " in out
+    assert "README.md: " in out and "lth_jax/configs/mnist1d_lottery.py: " in out
 
 
 def test_readme_marks_up_every_results_folder():
@@ -102,7 +102,7 @@ def test_presets_state_our_results_only_in_generated_blocks():
     docs = {}
     for f in sorted(os.listdir(CONFIGS)):
         if f.endswith(".py"):
-            docs[f] = ast.get_docstring(ast.parse(_read(f"experiments/configs/{f}")), clean=False)
+            docs[f] = ast.get_docstring(ast.parse(_read(f"lth_jax/configs/{f}")), clean=False)
     for folder in _results_folders():
         begin = f"<!-- generated from {folder}: begin -->"
         holders = [f for f, doc in docs.items() if begin in doc]
@@ -120,7 +120,7 @@ def test_presets_state_our_results_only_in_generated_blocks():
         assert claim not in inst
 
 
-@pytest.mark.parametrize("path", ["README.md", "experiments/configs/mnist1d_lottery.py"])
+@pytest.mark.parametrize("path", ["README.md", "lth_jax/configs/mnist1d_lottery.py"])
 def test_a_modified_block_is_detected_and_restored(path):
     text = _read(path)
     style = readme.style_of(path)
@@ -251,7 +251,7 @@ def test_bad_markers_and_folders_raise():
             f"<!-- generated from {missing}: begin -->\n{readme.end_marker(missing)}", ROOT
         )
     with pytest.raises(ValueError, match="no metrics.jsonl"):
-        readme.render_block("experiments/configs", ROOT)
+        readme.render_block("lth_jax/configs", ROOT)
     with pytest.raises(ValueError, match="unknown style"):
         readme.render_block(p, ROOT, "html")
 

@@ -282,7 +282,7 @@ def test_bad_config_values_are_named(key, value, match):
 def test_presets_validate(name):
     import importlib.util
 
-    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", f"{name}.py")
+    path = os.path.join(os.path.dirname(__file__), "..", "lth_jax", "configs", f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"preset_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -349,7 +349,7 @@ def test_preset_runs_through_the_cli(name, tmp_path, monkeypatch, capsys):
     """Each transfer preset (every arm, ticket arms included) runs a few steps end to end."""
     from lth_jax import cli
 
-    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", f"{name}.py")
+    path = os.path.join(os.path.dirname(__file__), "..", "lth_jax", "configs", f"{name}.py")
     mock = name != "transfer_mnist1d"
     data_dir = str(tmp_path / "data")
     tiny = {

@@ -17,7 +17,7 @@ repository). What a block holds depends on the folder
 * in a markdown file (``style="markdown"``): settings, levels, a compact
   table of paired differences and the Findings bullets;
 * in a Python file (``style="docstring"``, the presets under
-  ``experiments/configs/``, whose module docstrings hold the markers): the
+  ``lth_jax/configs/``, whose module docstrings hold the markers): the
   Findings bullets only, as plain text wrapped to fit 100-character lines.
 
 ``python -m lth_jax.report.readme`` rewrites every block of every such file
@@ -55,7 +55,7 @@ __all__ = [
 BEGIN = re.compile(r"<!-- generated from (?P<path>[^\s:>]+): begin -->")
 
 #: The files ``python -m lth_jax.report.readme`` rewrites by default (globs).
-DEFAULT_FILES = ("README.md", "experiments/configs/*.py", "experiments/results/*/README.md")
+DEFAULT_FILES = ("README.md", "lth_jax/configs/*.py", "experiments/results/*/README.md")
 
 #: The line length of a docstring block (ruff's limit).
 WIDTH = 100

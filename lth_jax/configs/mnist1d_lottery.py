@@ -2,7 +2,7 @@ r"""Lottery tickets on MNIST-1D at a standard learning rate: IMP on a small MLP,
 
 Command (about 10 minutes on 2 CPU cores; no download)::
 
-    lth-jax run --config experiments/configs/mnist1d_lottery.py --workdir runs/mnist1d_lottery
+    lth-jax run --config preset:mnist1d_lottery --workdir runs/mnist1d_lottery
 
 Setup: the built-in default experiment (``lth_jax.config.default_config``)
 with 5 trials and 16 rounds, and early stopping on validation accuracy. MLP

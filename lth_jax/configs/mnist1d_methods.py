@@ -2,7 +2,7 @@ r"""Pruning methods compared on MNIST-1D at the ticket's densities: IMP vs one-s
 
 Command (about 10 minutes on 2 CPU cores; no download)::
 
-    lth-jax run --config experiments/configs/mnist1d_methods.py --workdir runs/mnist1d_methods
+    lth-jax run --config preset:mnist1d_methods --workdir runs/mnist1d_methods
 
 Setup: the experiment of ``mnist1d_lottery.py`` (MLP 40-100-100-10, Adam 1e-3,
 batch 100, 3,000 steps, layerwise pruning of 20% per round and 10% of the
@@ -195,7 +195,7 @@ Ours (paired by trial; generated from experiments/results/mnist1d_methods/):
 
 import ml_collections
 
-from lth_jax.config import default_config
+from lth_jax.configs import mnist1d_lottery
 
 ARMS = (
     "ticket",
@@ -211,9 +211,6 @@ ARMS = (
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = default_config()
-    c.num_trials = 5
-    c.imp.rounds = 16
-    c.train.early_stop_metric = "val_accuracy"
+    c = mnist1d_lottery.get_config()
     c.arms = ARMS
     return c

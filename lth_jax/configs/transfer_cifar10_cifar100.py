@@ -2,8 +2,8 @@ r"""Transfer CIFAR-10 -> CIFAR-100 with ResNet-20: a new 100-way head, dropout, 
 
 Commands (needs CIFAR-10 and CIFAR-100 through TFDS; meant for an accelerator)::
 
-    lth-jax run --config experiments/configs/transfer_cifar10_cifar100.py:finetune --workdir runs/tr_c10_c100_ft
-    lth-jax run --config experiments/configs/transfer_cifar10_cifar100.py --workdir runs/tr_c10_c100
+    lth-jax run --config preset:transfer_cifar10_cifar100:finetune --workdir runs/tr_c10_c100_ft
+    lth-jax run --config preset:transfer_cifar10_cifar100 --workdir runs/tr_c10_c100
     lth-jax report runs/tr_c10_c100_ft
 
 Setup:
@@ -46,25 +46,14 @@ is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
 
 import ml_collections
 
-from lth_jax.transfer import transfer_config
+from lth_jax.configs import _common
+from lth_jax.transfer.config import transfer_config
 
 SETTINGS = ("full", "finetune")
-FINETUNE_ARMS = (
-    "scratch",
-    "scratch+dropout",
-    "pretrained",
-    "pretrained+dropout",
-    "pretrained+l2sp",
-)
-TICKET_ARMS = ("ticket_source", "ticket_source_reinit", "random_mask", "ticket_target")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    setting = (arg or "full").strip()
-    if setting not in SETTINGS:
-        raise ValueError(
-            f"transfer_cifar10_cifar100.py takes one of {'|'.join(SETTINGS)}; got {arg!r}"
-        )
+    setting = _common.choice("transfer_cifar10_cifar100", arg, SETTINGS, "full")
     c = transfer_config()
     c.num_trials = 3
     c.dataset.name = "cifar10"
@@ -97,5 +86,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.finetune.dropout = 0.3
     c.finetune.input_dropout = 0.0
     c.finetune.l2_sp = 1e-3
-    c.transfer.arms = FINETUNE_ARMS + (TICKET_ARMS if setting == "full" else ())
+    c.transfer.arms = _common.transfer_arms(setting)
     return c

@@ -2,10 +2,10 @@ r"""Renda et al. (2020): learning-rate rewinding vs weight rewinding vs fine-tun
 
 Commands (one workdir per retraining method; compare them with ``lth-jax report``)::
 
-    lth-jax run --config experiments/configs/renda_resnet20.py:lr --workdir runs/renda_lr
-    lth-jax run --config experiments/configs/renda_resnet20.py:weights --workdir runs/renda_weights
-    lth-jax run --config experiments/configs/renda_resnet20.py:finetune --workdir runs/renda_ft
-    lth-jax run --config experiments/configs/renda_resnet20.py:init --workdir runs/renda_init
+    lth-jax run --config preset:renda_resnet20:lr --workdir runs/renda_lr
+    lth-jax run --config preset:renda_resnet20:weights --workdir runs/renda_weights
+    lth-jax run --config preset:renda_resnet20:finetune --workdir runs/renda_ft
+    lth-jax run --config preset:renda_resnet20:init --workdir runs/renda_init
     lth-jax report runs/renda_lr runs/renda_weights runs/renda_ft runs/renda_init --out runs/renda
 
 Setup: ResNet-20 on CIFAR-10 trained as in ``resnet20_cifar10.py`` (SGD
@@ -30,12 +30,12 @@ retraining, see ``lth_jax.config_checks.check_rewind``). 10 rounds take the netw
 trials.
 
 Published (Renda, Frankle & Carbin 2020, "Comparing Rewinding and Fine-tuning
-in Neural Network Pruning"). The ResNet-20 numbers below are not quoted
-from the paper, whose text reports ResNet-56, ResNet-110, ResNet-50 and GNMT;
-they are *computed by us* from the authors' released results data, ``vision/plot/pruned_dataframe.pkl`` and
-``bases_dataframe.pkl`` in github.com/lottery-ticket/rewinding-iclr20-public:
+in Neural Network Pruning"; ResNet-20 medians *computed by us* from the
+authors' released data, not quoted from the paper, whose text reports
+ResNet-56, ResNet-110, ResNet-50 and GNMT: ``vision/plot/pruned_dataframe.pkl``
+and ``bases_dataframe.pkl`` in github.com/lottery-ticket/rewinding-iclr20-public,
 median test accuracy over their 3 trials, network ``resnet20``, iterative
-unstructured pruning, density 0.1074 (10.7% of the weights), CIFAR-10:
+unstructured pruning, density 0.1074 (10.7% of the weights), CIFAR-10):
 
 * retraining for 170 of their 182 epochs (the released retraining time
   closest to this preset's 61,000 of 63,000 steps): learning-rate rewinding
@@ -52,34 +52,16 @@ Ours: not run (CIFAR-10 ResNet-20 for 10 rounds does not fit this project's
 
 import ml_collections
 
-from lth_jax.config import base_config
+from lth_jax.configs import _common
 
 _MODES = ("weights", "lr", "finetune", "init")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    mode = (arg or "lr").strip()
-    if mode not in _MODES:
-        raise ValueError(f"renda_resnet20.py takes one of {'|'.join(_MODES)}; got {arg!r}")
-    c = base_config()
-    c.num_trials = 3
+    mode = _common.choice("renda_resnet20", arg, _MODES, "lr")
+    c = _common.resnet20_cifar10()
     c.arms = ("ticket",)
-    c.dataset.name = "cifar10"
-    c.dataset.augment = True
-    c.model.name = "resnet20"
-    c.train.steps = 63_000
-    c.train.batch_size = 128
-    c.train.eval_every = 1_000
-    c.optimizer.name = "momentum"
-    c.optimizer.momentum = 0.9
-    c.optimizer.learning_rate = 0.1
-    c.optimizer.schedule = "step"
-    c.optimizer.step_boundaries = (32 / 63, 48 / 63)
-    c.optimizer.step_factor = 0.1
-    c.optimizer.l2 = 1e-4
     c.imp.rounds = 10
-    c.imp.prune_rate = 0.2
-    c.imp.scope = "global"
     c.imp.rewind = "weights" if mode == "init" else mode
     c.imp.rewind_step = 0 if mode == "init" else 2_000
     if mode == "finetune":

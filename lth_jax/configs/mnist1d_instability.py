@@ -2,8 +2,8 @@ r"""Instability analysis on MNIST-1D: are the IMP subnetworks of the MLP linearl
 
 Commands (the argument is the rewind step k; default 0, rewinding to init)::
 
-    lth-jax run --config experiments/configs/mnist1d_instability.py --workdir runs/m1d_inst_k0
-    lth-jax run --config experiments/configs/mnist1d_instability.py:500 --workdir runs/m1d_inst_k500
+    lth-jax run --config preset:mnist1d_instability --workdir runs/m1d_inst_k0
+    lth-jax run --config preset:mnist1d_instability:500 --workdir runs/m1d_inst_k500
 
 What it does (``config.kind = "instability"``, see ``lth_jax.instability``):
 the IMP run of ``mnist1d_lottery.py`` (ticket arm only, 3 trials, 12 rounds,
@@ -46,7 +46,7 @@ experiments/results/mnist1d_instability/k500:
 
 import ml_collections
 
-from lth_jax.config import base_config
+from lth_jax.configs import mnist1d_lottery_notebook
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -56,23 +56,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"mnist1d_instability.py takes the rewind step k; got {arg!r}") from None
     if k < 0 or k % 100:
         raise ValueError(f"mnist1d_instability.py takes k, a multiple of 100; got {arg!r}")
-    c = base_config()
+    c = mnist1d_lottery_notebook.recipe()
     c.kind = "instability"
     c.num_trials = 3
     c.arms = ("ticket",)
-    c.dataset.name = "mnist1d"
-    c.model.name = "mlp"
-    c.model.kwargs.features = (500, 500)
-    c.train.steps = 1500
-    c.train.batch_size = 100
-    c.train.eval_every = 100
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 2e-2
     c.imp.rounds = 12
-    c.imp.prune_rate = 0.2
-    c.imp.scope = "layerwise"
-    c.imp.layer_rates = ()
-    c.imp.rewind = "weights"
     c.imp.rewind_step = k
     c.instability.num_points = 11
     return c

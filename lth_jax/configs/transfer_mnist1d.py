@@ -2,8 +2,8 @@ r"""Transfer on MNIST-1D: pretrain on digits 0-4, fine-tune on digits 5-9 (offli
 
 Commands::
 
-    lth-jax run --config experiments/configs/transfer_mnist1d.py --workdir runs/transfer_mnist1d
-    lth-jax run --config experiments/configs/transfer_mnist1d.py:finetune --workdir runs/tr_ft
+    lth-jax run --config preset:transfer_mnist1d --workdir runs/transfer_mnist1d
+    lth-jax run --config preset:transfer_mnist1d:finetune --workdir runs/tr_ft
     lth-jax report runs/transfer_mnist1d
 
 The committed results (``experiments/results/transfer/``) are the default
@@ -77,23 +77,14 @@ arm's mean and spread):
 
 import ml_collections
 
-from lth_jax.transfer import transfer_config
+from lth_jax.configs import _common
+from lth_jax.transfer.config import transfer_config
 
 SETTINGS = ("full", "finetune", "tiny")
-FINETUNE_ARMS = (
-    "scratch",
-    "scratch+dropout",
-    "pretrained",
-    "pretrained+dropout",
-    "pretrained+l2sp",
-)
-TICKET_ARMS = ("ticket_source", "ticket_source_reinit", "random_mask", "ticket_target")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    setting = (arg or "full").strip()
-    if setting not in SETTINGS:
-        raise ValueError(f"transfer_mnist1d.py takes one of {'|'.join(SETTINGS)}; got {arg!r}")
+    setting = _common.choice("transfer_mnist1d", arg, SETTINGS, "full")
     c = transfer_config()
     c.seed = 0
     c.num_trials = 5
@@ -126,7 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.finetune.dropout = 0.2
     c.finetune.input_dropout = 0.0
     c.finetune.l2_sp = 0.01
-    c.transfer.arms = FINETUNE_ARMS + (TICKET_ARMS if setting == "full" else ())
+    c.transfer.arms = _common.transfer_arms(setting)
     c.transfer.ticket_head = "source_density"
     if setting == "tiny":  # a smoke test: seconds of training
         c.num_trials = 2

@@ -2,9 +2,9 @@ r"""Rewinding study on MNIST-1D at the notebook's learning rate: where should a 
 
 Commands (one workdir per method; 16, 7 and 7 minutes on 2 CPU cores; no download)::
 
-    lth-jax run --config experiments/configs/mnist1d_rewinding.py:init --workdir runs/rewinding/init
-    lth-jax run --config experiments/configs/mnist1d_rewinding.py:step500 --workdir runs/rewinding/step500
-    lth-jax run --config experiments/configs/mnist1d_rewinding.py:lr --workdir runs/rewinding/lr
+    lth-jax run --config preset:mnist1d_rewinding:init --workdir runs/rewinding/init
+    lth-jax run --config preset:mnist1d_rewinding:step500 --workdir runs/rewinding/step500
+    lth-jax run --config preset:mnist1d_rewinding:lr --workdir runs/rewinding/lr
 
 Setup: the MNIST-1D notebook recipe of ``mnist1d_lottery_notebook.py`` (MLP
 40-500-500-10, Adam 2e-2 constant, batch 100, 1,500 steps, layerwise pruning
@@ -91,7 +91,7 @@ workdirs: every method of a trial shares its initialization and data order; fina
 
 import ml_collections
 
-from lth_jax.config import base_config
+from lth_jax.configs import mnist1d_lottery_notebook
 
 METHODS = ("init", "step500", "lr")
 
@@ -100,21 +100,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     method = arg or "init"
     if method not in METHODS:
         raise ValueError(f"mnist1d_rewinding.py takes one of {', '.join(METHODS)}; got {arg!r}")
-    c = base_config()
-    c.num_trials = 5
-    c.dataset.name = "mnist1d"
-    c.model.name = "mlp"
-    c.model.kwargs.features = (500, 500)
-    c.train.steps = 1500
-    c.train.batch_size = 100
-    c.train.eval_every = 100
+    c = mnist1d_lottery_notebook.recipe()
     c.train.early_stop_metric = "val_accuracy"
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 2e-2
-    c.imp.rounds = 18
-    c.imp.prune_rate = 0.2
-    c.imp.scope = "layerwise"
-    c.imp.layer_rates = ()
     if method == "init":
         c.arms = ("ticket", "one_shot")
         c.imp.rewind, c.imp.rewind_step = "weights", 0

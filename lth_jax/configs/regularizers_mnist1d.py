@@ -4,7 +4,7 @@ Commands (one dense run per setting; ``experiments/regularizers.py`` runs them
 all and writes the table)::
 
     python experiments/regularizers.py --out experiments/results/regularizers
-    lth-jax run --config experiments/configs/regularizers_mnist1d.py:l1 --workdir runs/reg_l1
+    lth-jax run --config preset:regularizers_mnist1d:l1 --workdir runs/reg_l1
 
 Settings (the argument): ``none``; ``l2`` (coupled L2, gradient of
 ``l2/2 ||w||^2`` added before Adam); ``weight_decay`` (decoupled, AdamW style,

@@ -3,10 +3,10 @@ r"""Frankle & Carbin (2019), Conv-2/4/6 on CIFAR-10, with or without dropout.
 Commands (the argument after the colon picks the network, ``,dropout`` adds
 dropout)::
 
-    lth-jax run --config experiments/configs/conv_cifar10.py:conv2 --workdir runs/conv2
-    lth-jax run --config experiments/configs/conv_cifar10.py:conv4 --workdir runs/conv4
-    lth-jax run --config experiments/configs/conv_cifar10.py:conv6 --workdir runs/conv6
-    lth-jax run --config experiments/configs/conv_cifar10.py:conv6,dropout --workdir runs/conv6d
+    lth-jax run --config preset:conv_cifar10:conv2 --workdir runs/conv2
+    lth-jax run --config preset:conv_cifar10:conv4 --workdir runs/conv4
+    lth-jax run --config preset:conv_cifar10:conv6 --workdir runs/conv6
+    lth-jax run --config preset:conv_cifar10:conv6,dropout --workdir runs/conv6d
 
 Setup (Frankle & Carbin 2019, Figure 2 and Section 3): the VGG-like Conv-2,
 Conv-4 and Conv-6 (3x3 convs 64-64[-128-128[-256-256]] with max-pooling, then

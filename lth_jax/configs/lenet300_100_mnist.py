@@ -2,7 +2,7 @@ r"""Frankle & Carbin (2019), LeNet-300-100 on MNIST: iterative pruning, rewind t
 
 Command::
 
-    lth-jax run --config experiments/configs/lenet300_100_mnist.py --workdir runs/lenet
+    lth-jax run --config preset:lenet300_100_mnist --workdir runs/lenet
 
 Setup (Frankle & Carbin 2019, Figure 2 and Section 2): LeNet-300-100
 (784-300-100-10, ReLU, Gaussian Glorot init, zero biases), Adam 1.2e-3, batch

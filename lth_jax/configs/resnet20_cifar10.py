@@ -3,12 +3,12 @@ r"""ResNet-20 on CIFAR-10: IMP with rewinding to step k (or warmup), Frankle et 
 Commands (the argument picks how the ticket is made trainable)::
 
     # Frankle et al. (2020): rewind the weights to step k = 2,000
-    lth-jax run --config experiments/configs/resnet20_cifar10.py:rewind --workdir runs/r20_k2000
+    lth-jax run --config preset:resnet20_cifar10:rewind --workdir runs/r20_k2000
     # learning-rate warmup to 0.03 over 20,000 steps, rewind to init (Frankle & Carbin 2019's
     # recipe for their CIFAR ResNet)
-    lth-jax run --config experiments/configs/resnet20_cifar10.py:warmup --workdir runs/r20_warmup
+    lth-jax run --config preset:resnet20_cifar10:warmup --workdir runs/r20_warmup
     # the failing baseline: rewind to init, no warmup
-    lth-jax run --config experiments/configs/resnet20_cifar10.py:init --workdir runs/r20_init
+    lth-jax run --config preset:resnet20_cifar10:init --workdir runs/r20_init
 
 Setup (Frankle et al. 2020, "Linear Mode Connectivity and the Lottery Ticket
 Hypothesis", Table 1; open_lth's ``cifar_resnet_20``): ResNet-20 (16-32-64
@@ -36,34 +36,17 @@ is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
 
 import ml_collections
 
-from lth_jax.config import base_config
+from lth_jax.configs import _common
 
 _MODES = ("rewind", "warmup", "init")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    mode = (arg or "rewind").strip()
-    if mode not in _MODES:
-        raise ValueError(f"resnet20_cifar10.py takes one of {'|'.join(_MODES)}; got {arg!r}")
-    c = base_config()
-    c.num_trials = 3
-    c.dataset.name = "cifar10"
-    c.dataset.augment = True
-    c.model.name = "resnet20"
-    c.train.steps = 63_000
-    c.train.batch_size = 128
-    c.train.eval_every = 1_000
-    c.optimizer.name = "momentum"
-    c.optimizer.momentum = 0.9
+    mode = _common.choice("resnet20_cifar10", arg, _MODES, "rewind")
+    c = _common.resnet20_cifar10()
     c.optimizer.learning_rate = 0.03 if mode == "warmup" else 0.1
-    c.optimizer.schedule = "step"
-    c.optimizer.step_boundaries = (32 / 63, 48 / 63)  # steps 32,000 and 48,000
-    c.optimizer.step_factor = 0.1
-    c.optimizer.l2 = 1e-4
     c.optimizer.warmup_steps = 20_000 if mode == "warmup" else 0
     c.imp.rounds = 12
-    c.imp.prune_rate = 0.2
-    c.imp.scope = "global"
     c.imp.rewind = "weights"
     c.imp.rewind_step = 2_000 if mode == "rewind" else 0
     return c

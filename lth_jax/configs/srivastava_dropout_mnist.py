@@ -2,10 +2,10 @@ r"""Srivastava et al. (2014), dropout on MNIST: a dense 784-1024-1024-1024-10 Re
 
 Commands (the argument picks the setting; each is compared below with the row it matches)::
 
-    lth-jax run --config experiments/configs/srivastava_dropout_mnist.py --workdir runs/sriv
-    lth-jax run --config experiments/configs/srivastava_dropout_mnist.py:dropout --workdir runs/d
-    lth-jax run --config experiments/configs/srivastava_dropout_mnist.py:standard --workdir runs/s
-    lth-jax run --config experiments/configs/srivastava_dropout_mnist.py:l2 --workdir runs/l2
+    lth-jax run --config preset:srivastava_dropout_mnist --workdir runs/sriv
+    lth-jax run --config preset:srivastava_dropout_mnist:dropout --workdir runs/d
+    lth-jax run --config preset:srivastava_dropout_mnist:standard --workdir runs/s
+    lth-jax run --config preset:srivastava_dropout_mnist:l2 --workdir runs/l2
 
 * ``maxnorm`` (default): dropout, keep probability 0.8 on the inputs and 0.5 on
   the hidden units, plus a max-norm constraint ``c = 3.5`` on each *hidden*

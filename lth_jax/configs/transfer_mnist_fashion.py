@@ -3,8 +3,8 @@ r"""Transfer MNIST -> Fashion-MNIST with LeNet-300-100: pretraining, dropout and
 Commands (needs MNIST and Fashion-MNIST through TFDS, see ``lth_jax.data``; an
 accelerator makes it minutes, 2 CPU cores make it hours)::
 
-    lth-jax run --config experiments/configs/transfer_mnist_fashion.py --workdir runs/tr_mnist_fashion
-    lth-jax run --config experiments/configs/transfer_mnist_fashion.py:finetune --workdir runs/tr_mf_ft
+    lth-jax run --config preset:transfer_mnist_fashion --workdir runs/tr_mnist_fashion
+    lth-jax run --config preset:transfer_mnist_fashion:finetune --workdir runs/tr_mf_ft
     lth-jax report runs/tr_mnist_fashion
 
 Setup:
@@ -51,25 +51,14 @@ is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
 
 import ml_collections
 
-from lth_jax.transfer import transfer_config
+from lth_jax.configs import _common
+from lth_jax.transfer.config import transfer_config
 
 SETTINGS = ("full", "finetune")
-FINETUNE_ARMS = (
-    "scratch",
-    "scratch+dropout",
-    "pretrained",
-    "pretrained+dropout",
-    "pretrained+l2sp",
-)
-TICKET_ARMS = ("ticket_source", "ticket_source_reinit", "random_mask", "ticket_target")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    setting = (arg or "full").strip()
-    if setting not in SETTINGS:
-        raise ValueError(
-            f"transfer_mnist_fashion.py takes one of {'|'.join(SETTINGS)}; got {arg!r}"
-        )
+    setting = _common.choice("transfer_mnist_fashion", arg, SETTINGS, "full")
     c = transfer_config()
     c.num_trials = 3
     c.dataset.name = "mnist"
@@ -93,5 +82,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.finetune.dropout = 0.5
     c.finetune.input_dropout = 0.2
     c.finetune.l2_sp = 1e-3
-    c.transfer.arms = FINETUNE_ARMS + (TICKET_ARMS if setting == "full" else ())
+    c.transfer.arms = _common.transfer_arms(setting)
     return c

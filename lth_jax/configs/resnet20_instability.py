@@ -2,8 +2,8 @@ r"""Instability analysis of IMP subnetworks, ResNet-20 on CIFAR-10 (Frankle et a
 
 Commands (the argument is the rewind step k)::
 
-    lth-jax run --config experiments/configs/resnet20_instability.py:0 --workdir runs/inst_k0
-    lth-jax run --config experiments/configs/resnet20_instability.py:2000 --workdir runs/inst_k2000
+    lth-jax run --config preset:resnet20_instability:0 --workdir runs/inst_k0
+    lth-jax run --config preset:resnet20_instability:2000 --workdir runs/inst_k2000
     lth-jax report runs/inst_k0 runs/inst_k2000 --out runs/inst
 
 What it does (``config.kind = "instability"``, see ``lth_jax.instability``): IMP
@@ -34,7 +34,7 @@ is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
 
 import ml_collections
 
-from lth_jax.config import base_config
+from lth_jax.configs import _common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -44,26 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"resnet20_instability.py takes the rewind step k; got {arg!r}") from None
     if k < 0 or k % 1000:
         raise ValueError(f"resnet20_instability.py takes k, a multiple of 1000; got {arg!r}")
-    c = base_config()
+    c = _common.resnet20_cifar10()
     c.kind = "instability"
-    c.num_trials = 3
     c.arms = ("ticket",)
-    c.dataset.name = "cifar10"
-    c.dataset.augment = True
-    c.model.name = "resnet20"
-    c.train.steps = 63_000
-    c.train.batch_size = 128
-    c.train.eval_every = 1_000
-    c.optimizer.name = "momentum"
-    c.optimizer.momentum = 0.9
-    c.optimizer.learning_rate = 0.1
-    c.optimizer.schedule = "step"
-    c.optimizer.step_boundaries = (32 / 63, 48 / 63)
-    c.optimizer.step_factor = 0.1
-    c.optimizer.l2 = 1e-4
     c.imp.rounds = 8
-    c.imp.prune_rate = 0.2
-    c.imp.scope = "global"
     c.imp.rewind = "weights"
     c.imp.rewind_step = k
     c.instability.num_points = 11

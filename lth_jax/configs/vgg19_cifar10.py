@@ -3,11 +3,11 @@ r"""VGG-19 on CIFAR-10: IMP needs learning-rate warmup or rewinding to an early 
 Commands (the argument picks how the ticket is made trainable)::
 
     # Frankle et al. (2020): no warmup, rewind the weights to step k = 2,000
-    lth-jax run --config experiments/configs/vgg19_cifar10.py:rewind --workdir runs/vgg19_k2000
+    lth-jax run --config preset:vgg19_cifar10:rewind --workdir runs/vgg19_k2000
     # Frankle & Carbin (2019): linear warmup to 0.1 over 10,000 steps, rewind to init
-    lth-jax run --config experiments/configs/vgg19_cifar10.py:warmup --workdir runs/vgg19_warmup
+    lth-jax run --config preset:vgg19_cifar10:warmup --workdir runs/vgg19_warmup
     # the failing baseline: no warmup, rewind to init
-    lth-jax run --config experiments/configs/vgg19_cifar10.py:init --workdir runs/vgg19_init
+    lth-jax run --config preset:vgg19_cifar10:init --workdir runs/vgg19_init
 
 Setup (Frankle & Carbin 2019, Figure 2 and Section 4; open_lth's
 ``cifar_vgg``): VGG-19 with batch norm (``vgg19_bn``, He-normal init), random
@@ -40,14 +40,13 @@ is claimed. Run the command (on a GPU for CIFAR) and read the workdir's
 import ml_collections
 
 from lth_jax.config import base_config
+from lth_jax.configs import _common
 
 _MODES = ("rewind", "warmup", "init")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    mode = (arg or "rewind").strip()
-    if mode not in _MODES:
-        raise ValueError(f"vgg19_cifar10.py takes one of {'|'.join(_MODES)}; got {arg!r}")
+    mode = _common.choice("vgg19_cifar10", arg, _MODES, "rewind")
     c = base_config()
     c.num_trials = 3
     c.dataset.name = "cifar10"

@@ -2,7 +2,7 @@ r"""Lottery tickets on MNIST-1D with the MNIST-1D notebook's recipe (Adam 2e-2):
 
 Command (24 minutes on 2 shared CPU cores; no download)::
 
-    lth-jax run --config experiments/configs/mnist1d_lottery_notebook.py --workdir runs/mnist1d_lottery_notebook
+    lth-jax run --config preset:mnist1d_lottery_notebook --workdir runs/mnist1d_lottery_notebook
 
 Setup, following the MNIST-1D authors' lottery notebook
 (``notebooks/5. lottery_tickets.ipynb`` in greydanus/mnist1d: MLP with 500
@@ -87,6 +87,11 @@ from lth_jax.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
+    return recipe()
+
+
+def recipe() -> ml_collections.ConfigDict:
+    """The MNIST-1D notebook's recipe, which the other notebook-rate presets start from."""
     c = base_config()
     c.num_trials = 5
     c.dataset.name = "mnist1d"
