@@ -17,14 +17,26 @@ each ending with an evaluation (:mod:`lth_jax.loop`); the hook of one round
   prunable weights alive after the chunk: constant within a round except for
   the ``gmp`` arm). Events reach the file within 2 s (tensorboardX's writer
   thread); a round's writers are closed, so flushed, at its last chunk.
+* **Transfer's fine-tuning** (the ``transfer`` kind, :meth:`Live.finetune`):
+  the same names under the transfer workdir's ``tensorboard/``, one
+  TensorBoard run per target size, arm and trial,
+  ``finetune/size_<ii>/<arm>/trial_<t>/`` (``ii`` two digits: the index into
+  ``target.train_sizes``; every arm trained on the target, the ticket arms
+  ``ticket_source``, ``ticket_source_reinit`` and ``random_mask`` included),
+  at the fine-tuning step (``finetune.eval_every``, ..., ``finetune.steps``).
+  Its ``source/`` and ``target_imp/size<i>_trial<t>/`` runs (``ticket_target``)
+  are lottery runs with their own ``tensorboard/`` folders, as above.
 * **Weights & Biases** (``log.wandb``, off by default; the ``wandb`` package
   is imported only then): the same values, one W&B run per workdir (its id
   kept in ``tensorboard/wandb-run-id``, so a resumed run continues it), keys
-  ``round_<rr>/<arm>/trial_<t>/<name>`` against the metric ``step``.
+  ``<run folder>/<name>`` (``round_<rr>/<arm>/trial_<t>/<name>``) against the
+  metric ``step``.
 * **A plain line** on stderr per chunk when progress bars are off
   (``progress=False``): ``lth-jax: round 1, step 200/1000, 3 arms x 4 trials:
   train loss 0.4123, 12.3 s`` (the mean over runs of finite chunk losses; the
-  seconds since the round, or its resumption, began in this process).
+  seconds since the round, or its resumption, began in this process);
+  fine-tuning's starts ``lth-jax: finetune size 10% trial 0, step 200/1000``
+  (the arms trained together: those of one dropout, L2-SP and freezing group).
 
 Why tensorboardX: it writes TensorBoard's event files itself (protobuf
 records) and needs no TensorFlow; ``clu.metric_writers``' summary writer is
@@ -42,7 +54,9 @@ Rules stated exactly:
   first event a process writes in a run folder carries TensorBoard's purge
   step: the step of its first point, so points that an interrupted process
   wrote after its last checkpoint (and that the resumed process writes again)
-  are hidden, and every curve has one point per evaluation step.
+  are hidden, and every curve has one point per evaluation step. Transfer
+  redoes an unfinished target size from its first step, so its new files hide
+  every point the interrupted process wrote for that size.
 * **One writer.** Only process 0 of a multi-host run writes or prints; every
   process gathers the values (a collective).
 """
@@ -105,15 +119,24 @@ class Live:
       config: the run's config (``log.tensorboard``, ``log.wandb``, ``train.steps``).
       progress: progress bars are on (no plain lines then).
       is_main: this process writes (process 0).
+      steps: the last step of every training the hooks see (default
+        ``config.train.steps``; transfer's fine-tuning: ``finetune.steps``).
     """
 
-    def __init__(self, workdir: str, config, progress: bool, is_main: bool = True):
+    def __init__(
+        self,
+        workdir: str,
+        config,
+        progress: bool,
+        is_main: bool = True,
+        steps: int | None = None,
+    ):
         log = config.get("log") or {}
         self.root = os.path.join(workdir, FOLDER)
         self.tensorboard = bool(log.get("tensorboard", False))
         self.wandb = bool(log.get("wandb", False))
         self.lines = not progress
-        self.steps = int(config.train.steps)
+        self.steps = int(config.train.steps if steps is None else steps)
         self.is_main = is_main
         self.enabled = self.tensorboard or self.wandb or self.lines
         self._writers: dict[str, Any] = {}
@@ -167,7 +190,27 @@ class Live:
         if not self.enabled:
             return on_chunk
         label = f"round {round_}" if label is None else label
-        return _RoundHook(self, round_, on_chunk, list(arms), trials, label)
+        return _Hook(self, f"round_{round_:02d}/", on_chunk, list(arms), trials, label)
+
+    def finetune(
+        self,
+        size_index: int,
+        trial: int,
+        arms: Sequence[str],
+        label: str,
+        on_chunk: Callable[..., Any] | None = None,
+    ):
+        """The ``on_chunk`` hook of one transfer fine-tuning call: ``arms`` of one trial.
+
+        Run ``j`` of the call is arm ``arms[j]``, trial ``trial``; its run folder is
+        ``finetune/size_<size_index:02d>/<arm>/trial_<trial>/``. ``label`` starts
+        the plain line (``finetune size 10% trial 0``). Returns ``on_chunk``
+        itself when nothing is to be written.
+        """
+        if not self.enabled:
+            return on_chunk
+        prefix = f"finetune/size_{size_index:02d}/"
+        return _Hook(self, prefix, on_chunk, list(arms), lambda: [trial], label)
 
     def _writer(self, name: str, step: int):
         w = self._writers.get(name)
@@ -198,8 +241,14 @@ class Live:
 
     def close_round(self, prefix: str) -> None:
         """Closes (so flushes) the writers of the run folders under ``prefix``."""
-        for name in [n for n in self._writers if n.startswith(prefix)]:
-            self._writers.pop(name).close()
+        self.close_folders([n for n in self._writers if n.startswith(prefix)])
+
+    def close_folders(self, names) -> None:
+        """Closes (so flushes) the writers of the run folders ``names`` that are open."""
+        for name in names:
+            w = self._writers.pop(name, None)
+            if w is not None:
+                w.close()
 
     def close(self) -> None:
         """Closes every writer and the W&B run (at the end of the process's run)."""
@@ -209,13 +258,16 @@ class Live:
             self._run = None
 
 
-class _RoundHook:
-    """``on_chunk(step, get_state)`` of one round, with ``on_eval`` (:meth:`Engine.fit`)."""
+class _Hook:
+    """``on_chunk(step, get_state)`` of one training call, with ``on_eval`` (:meth:`Engine.fit`).
 
-    def __init__(self, live: Live, round_: int, on_chunk, arms, trials, label: str):
-        self.live, self.round, self.on_chunk, self.label = live, round_, on_chunk, label
+    Its runs' folders are ``<prefix><arm>/trial_<t>`` (arm-major, see :meth:`Live.round`).
+    """
+
+    def __init__(self, live: Live, prefix: str, on_chunk, arms, trials, label: str):
+        self.live, self.prefix, self.on_chunk, self.label = live, prefix, on_chunk, label
         self.arms, self.trials = arms, trials
-        self.prefix = f"round_{round_:02d}/"
+        self.folders: set[str] = set()
         self.t0 = time.perf_counter()
 
     def __call__(self, step: int, get_state) -> None:
@@ -245,6 +297,7 @@ class _RoundHook:
             if total:
                 v["density"] = sum(int(c[j]) for c in alive.values()) / total
             values[f"{self.prefix}{arm}/trial_{trial}"] = v
+        self.folders.update(values)
         if live.tensorboard or live._run is not None:
             live.write(step, values)
         if live.lines and live.is_main:
@@ -259,7 +312,7 @@ class _RoundHook:
                 flush=True,
             )
         if step >= live.steps:
-            live.close_round(self.prefix)
+            live.close_folders(sorted(self.folders))
 
 
 def _count(k: int, what: str) -> str:

@@ -1,9 +1,10 @@
 """Live metrics (:mod:`lth_jax.events`): TensorBoard files, W&B, a line per chunk, resume.
 
-Tiny lottery runs (2 trials, 100 steps in 2 chunks, rounds 0 and 1) whose
-event files are read back with TensorBoard's own reader and compared with
-``metrics.jsonl``; switching the writer off or resuming an interrupted run
-changes no byte of ``metrics.jsonl``.
+Tiny lottery runs (2 trials, 100 steps in 2 chunks, rounds 0 and 1) and tiny
+transfer runs (fine-tuning arms, 40 steps in 2 chunks) whose event files are
+read back with TensorBoard's own reader and compared with ``metrics.jsonl``;
+switching the writer off or resuming an interrupted run changes no byte of
+``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import pytest
 from tiny import tiny_config
 
 from lth_jax import config as config_lib
-from lth_jax import events, lottery
+from lth_jax import events, lottery, transfer
 from lth_jax import workdir as wd
+from lth_jax.checks import set_value
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator",
@@ -217,3 +219,154 @@ def test_wandb_gets_the_same_values_and_keeps_its_run_id(tmp_path, monkeypatch):
     lottery.run(c, workdir)  # finished: nothing trains, the same W&B run is resumed
     assert [x[1]["id"] for x in calls if x[0] == "init"] == [inits[0]["id"]]
     assert not [x for x in calls if x[0] == "log"]
+
+
+# ----------------------------------------------------------------------------- transfer
+
+
+def _transfer_config(**overrides):
+    """Tiny transfer: 1 trial, source 40 steps (rounds 0 and 1), fine-tuning 40 steps in 2
+    chunks; arms in two fine-tuning calls (scratch with ticket_source, pretrained+dropout)."""
+    c = transfer.transfer_config()
+    for key, value in {
+        "num_trials": 1,
+        "progress": False,
+        "num_devices": 1,
+        "dataset.classes": (0, 1, 2, 3, 4),
+        "model.kwargs.features": (16, 8),
+        "train.steps": 40,
+        "train.eval_every": 20,
+        "train.batch_size": 50,
+        "imp.rounds": 1,
+        "target.classes": (5, 6, 7),
+        "target.train_sizes": (0.05,),
+        "finetune.steps": 40,
+        "finetune.eval_every": 20,
+        "finetune.batch_size": 50,
+        "finetune.optimizer.learning_rate": 2e-3,  # not the source's 1e-3
+        "transfer.arms": ("scratch", "pretrained+dropout", "ticket_source"),
+        **overrides,
+    }.items():
+        set_value(c, key, value)
+    return c
+
+
+def _finetune_folder(workdir, rec) -> str:
+    size = f"size_{rec['size_index']:02d}"
+    return os.path.join(
+        workdir, events.FOLDER, "finetune", size, rec["arm"], f"trial_{rec['trial']}"
+    )
+
+
+def _check_finetune(workdir, records):
+    """Every fine-tuning arm's curves in TensorBoard are its curves in metrics.jsonl."""
+    assert len(records) == 3
+    for rec in records:
+        got = _scalars(_finetune_folder(workdir, rec))
+        assert set(got) == set(events.NAMES), rec["arm"]
+        for tag, points in got.items():
+            assert [s for s, _ in points] == rec["eval_steps"] == [20, 40], (tag, rec["arm"])
+        for tag, field in CURVES.items():
+            want = np.asarray(rec[field], np.float32)
+            assert np.array_equal([v for _, v in got[tag]], want), (tag, rec["arm"])
+        assert got["test_loss"][-1][1] == np.float32(rec["final_test_loss"])
+        assert [v for _, v in got["density"]] == [np.float32(rec["density"])] * 2
+        assert all(v == np.float32(2e-3) for _, v in got["learning_rate"]), rec["arm"]
+
+
+def _event_folders(root) -> list[str]:
+    return sorted(d for d, _, fs in os.walk(root) if any(f.startswith("events.out.") for f in fs))
+
+
+@pytest.fixture(scope="module")
+def transfer_on(tmp_path_factory):
+    """A transfer run with the defaults (TensorBoard on, progress off): ``(workdir, records,
+    stderr)``."""
+    workdir = str(tmp_path_factory.mktemp("events") / "transfer")
+    capture = pytest.MonkeyPatch()
+    err = _Tee()
+    capture.setattr(sys, "stderr", err)
+    try:
+        records = transfer.run(_transfer_config(), workdir)
+    finally:
+        capture.undo()
+    return workdir, records, err.text
+
+
+def test_finetune_arms_are_in_tensorboard_as_in_metrics(transfer_on):
+    workdir, records, _ = transfer_on
+    _check_finetune(workdir, records)
+    assert records[2]["arm"] == "ticket_source" and records[2]["density"] < 1.0  # sparse
+    assert _event_folders(os.path.join(workdir, events.FOLDER)) == sorted(
+        _finetune_folder(workdir, r) for r in records
+    )
+    source = os.path.join(workdir, "source")  # the source lottery run: its own folders
+    assert _event_folders(os.path.join(source, events.FOLDER)) == [
+        os.path.join(source, events.FOLDER, "round_00", "dense", "trial_0"),
+        os.path.join(source, events.FOLDER, "round_01", "ticket", "trial_0"),
+    ]
+
+
+def test_finetune_prints_one_plain_line_per_chunk(transfer_on):
+    _, _, err = transfer_on
+    lines = [line for line in err.splitlines() if line.startswith("lth-jax: finetune ")]
+    assert [line.split(":")[1] for line in lines] == [
+        " finetune size 5% trial 0, step 20/40, 2 arms x 1 trial",
+        " finetune size 5% trial 0, step 40/40, 2 arms x 1 trial",
+        " finetune size 5% trial 0, step 20/40, 1 arm x 1 trial",
+        " finetune size 5% trial 0, step 40/40, 1 arm x 1 trial",
+    ]
+    assert all(" train loss " in line and line.endswith(" s") for line in lines)
+
+
+def test_transfer_switched_off_writes_nothing_and_changes_no_result(transfer_on, tmp_path):
+    workdir = str(tmp_path / "off")
+    c = _transfer_config(**{"log.tensorboard": False})
+    err = _Tee()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(sys, "stderr", err)
+        transfer.run(c, workdir, progress=True)
+    assert "lth-jax: finetune " not in err.text
+    for sub in ("", "source"):
+        assert not os.path.exists(os.path.join(workdir, sub, events.FOLDER))
+        got = _metrics(os.path.join(workdir, sub))
+        assert got == _metrics(os.path.join(transfer_on[0], sub)), sub  # bit for bit
+
+
+def test_transfer_resume_hides_what_the_interrupted_run_wrote(transfer_on, tmp_path, monkeypatch):
+    """Killed after the first fine-tuning call (scratch and ticket_source written, nothing in
+    metrics.jsonl): the resumed run redoes the size, and TensorBoard shows each point once."""
+    from lth_jax.transfer import runner
+
+    workdir = str(tmp_path / "resumed")
+    c = _transfer_config()
+
+    def crash(*args, **kw):
+        raise _Crash
+
+    monkeypatch.setattr(runner._SizeRunner, "_record", crash)
+    with pytest.raises(_Crash):
+        transfer.run(c, workdir)
+    monkeypatch.undo()
+    first = _finetune_folder(workdir, transfer_on[1][0])
+    assert len(_scalars(first)["val_loss"]) == 2 and not os.path.exists(
+        os.path.join(workdir, wd.METRICS)
+    )
+    records = transfer.run(c, workdir)
+    assert _metrics(workdir) == _metrics(transfer_on[0])
+    _check_finetune(workdir, records)  # one point per step: the old ones are purged
+    for rec in records:
+        files = [f for f in os.listdir(_finetune_folder(workdir, rec)) if f.startswith("events.")]
+        assert len(files) == (1 if rec["arm"] == "pretrained+dropout" else 2), (rec["arm"], files)
+
+
+def test_transfer_overwrite_removes_the_event_files(tmp_path):
+    from lth_jax.transfer import runner
+
+    assert events.FOLDER in runner.OWNED
+    workdir = tmp_path / "wd"
+    (workdir / events.FOLDER / "finetune").mkdir(parents=True)
+    (workdir / "notes.txt").write_text("mine")
+    wd.check_contents(str(workdir), runner.OWNED)  # an lth-jax workdir: accepted
+    wd.prepare(str(workdir), True, runner.OWNED)
+    assert sorted(os.listdir(workdir)) == ["notes.txt"]

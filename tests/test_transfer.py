@@ -299,7 +299,7 @@ def test_transfer_runs_end_to_end_and_resumes(tmp_path):
     recs = transfer.run(c, wd)
     assert sorted(os.listdir(wd)) == sorted(
         [".lth-jax.lock", "config.json", "metrics.jsonl", "report.md", "report.png", "source"]
-        + ["summary.json", "target_imp"]
+        + ["summary.json", "target_imp", "tensorboard"]  # tensorboard: the fine-tuning arms'
     )
     by = {r["arm"]: r for r in recs}
     assert list(by) == list(c.transfer.arms)

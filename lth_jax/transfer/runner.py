@@ -19,7 +19,7 @@ import optax
 
 from lth_jax import arms as arms_lib
 from lth_jax import checkpoint as ckpt_lib
-from lth_jax import checks, data, lottery, models, parallel, rng
+from lth_jax import checks, data, events, lottery, models, parallel, rng
 from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
 from lth_jax import workdir as wd
@@ -53,7 +53,7 @@ __all__ = ["make_finetune_optimizer", "run"]
 SOURCE_DIR = "source"
 TARGET_IMP_DIR = "target_imp"
 #: What ``--overwrite`` deletes in a transfer workdir (lth-jax's own files only).
-OWNED = (wd.METRICS, wd.CONFIG, *wd.REPORT_FILES, SOURCE_DIR, TARGET_IMP_DIR)
+OWNED = (wd.METRICS, wd.CONFIG, *wd.REPORT_FILES, SOURCE_DIR, TARGET_IMP_DIR, events.FOLDER)
 #: What holds results (a workdir with any of them but no config.json is refused).
 RESULTS = (wd.METRICS, SOURCE_DIR, TARGET_IMP_DIR)
 
@@ -218,11 +218,12 @@ def _check_target(config) -> None:
 
 
 class _SizeRunner:
-    """Fine-tunes every arm of one target size, trial by trial."""
+    """Fine-tunes every arm of one target size, trial by trial (``live``: :mod:`lth_jax.events`)."""
 
-    def __init__(self, config, source: _Source, size_index: int, size, workdir, progress: bool):
+    def __init__(self, config, source: _Source, size_index: int, size, workdir, progress, live):
         self.config = c = config
         self.workdir = workdir
+        self.live = live
         self.src = source
         self.i = size_index
         self.size = size
@@ -355,13 +356,17 @@ class _SizeRunner:
                 )
                 n = len(items)
                 rep = lambda k, n=n: jnp.tile(k, (n, 1))
+                desc = f"size {transfer_report.train_size_label(self.size)} trial {trial}"
+                names = [it[0] for it in items]  # the live metrics only read
+                hook = self.live.finetune(self.i, trial, names, f"finetune {desc}")
                 out = self.engine(group, trial).fit(
                     params,
                     bs,
                     mask,
                     rep(self.key(trial, "transfer_data")),
                     rep(self.key(trial, "transfer_dropout")),
-                    desc=f"size {transfer_report.train_size_label(self.size)} trial {trial}",
+                    desc=desc,
+                    on_chunk=hook,
                 )
                 for j, (arm, *_rest) in enumerate(items):
                     m1 = parallel.take_runs(mask, j, j + 1)
@@ -476,14 +481,18 @@ def _run(config, workdir: str, overwrite: bool, progress, is_main: bool) -> list
     old = wd.read_jsonl(metrics)
     want = len(config.transfer.arms) * int(config.num_trials)
     records = []
-    for i, size in enumerate(config.target.train_sizes):
-        done = [r for r in old if r.get("size_index") == i]
-        if len(done) == want:
-            records += done
-            continue
-        records += _SizeRunner(config, src, i, size, workdir, prog).run()
-        if is_main:
-            wd.write_jsonl_atomic(metrics, records)
+    live = events.Live(workdir, config, prog, is_main, steps=int(config.finetune.steps))
+    try:
+        for i, size in enumerate(config.target.train_sizes):
+            done = [r for r in old if r.get("size_index") == i]
+            if len(done) == want:
+                records += done
+                continue
+            records += _SizeRunner(config, src, i, size, workdir, prog, live).run()
+            if is_main:
+                wd.write_jsonl_atomic(metrics, records)
+    finally:
+        live.close()
     if is_main:
         wd.write_jsonl_atomic(metrics, records)
         transfer_report.write_report(workdir)
