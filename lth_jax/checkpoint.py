@@ -4,7 +4,7 @@ Layout of a workdir::
 
     config.json             the resolved config of the run
     metrics.jsonl           one JSON object per (round, arm, trial), finished rounds only
-    timing.jsonl            wall-clock seconds per round (kept apart: it differs run to run)
+    timing.jsonl            seconds per round and where they went (:mod:`lth_jax.timing`)
     checkpoints/<r>/        orbax checkpoint of round r: arrays under ``state``, JSON
                             under ``meta`` (round, every record so far), SHA-256 digests
                             of both under ``digest``

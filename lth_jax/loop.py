@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lth_jax import gmp as gmp_lib
+from lth_jax import timing
 from lth_jax.curves import Curves
 from lth_jax.data import pipeline
 from lth_jax.optim import fixed_rate
@@ -105,9 +106,15 @@ def run_chunks(
         unit="step",
         dynamic_ncols=True,
     )
+    timer = timing.active()  # the round's time split (lth_jax.timing), when one is open
     try:
         for s0 in range(first, engine.steps, e):
-            runs, out = engine.chunk(runs, s0, fixed)
+            with timing.section("train"):  # dispatch to results; the first one compiles
+                runs, out = engine.chunk(runs, s0, fixed)
+                if timer is not None:
+                    jax.block_until_ready(out)
+            if timer is not None:
+                timer.move("train", "eval", timing.calibrate_eval(engine, runs))
             outs.append(out)
             eval_steps.append(s0 + e)
             if snapshot_step == s0 + e:

@@ -53,7 +53,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -61,7 +60,7 @@ import numpy as np
 
 from lth_jax import arms as arms_lib
 from lth_jax import checkpoint as ckpt_lib
-from lth_jax import checks, config_checks, data, events, gmp, models, parallel, pruning, rng
+from lth_jax import checks, config_checks, data, events, gmp, models, parallel, pruning, rng, timing
 from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
 from lth_jax import workdir as wd
@@ -336,6 +335,7 @@ def run(
         or a workdir holding another config.
       Interrupted: (a ``KeyboardInterrupt``) stopped by a signal; resumable.
     """
+    started = timing.run_started()  # startup_s of timing.jsonl counts from here
     config_lib.validate(config)
     wd.check_path(workdir)
     wd.check_contents(workdir, OWNED)
@@ -350,14 +350,14 @@ def run(
             wd.write_json_atomic(os.path.join(workdir, wd.CONFIG), wd.config_to_json(config))
         with wd.SignalGuard(enabled=jax.process_count() == 1) as guard:
             try:
-                return _run_rounds(exp, workdir, guard)
+                return _run_rounds(exp, workdir, guard, started)
             except Exception as e:
                 if wd.is_disk_full(e) and not isinstance(e, wd.RunFailed):
                     raise wd.disk_full(f"a checkpoint in {workdir}") from None
                 raise
 
 
-def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[dict]:
+def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard, started) -> list[dict]:
     config = exp.config
     is_main = parallel.is_main()
     metrics_path = os.path.join(workdir, wd.METRICS)
@@ -383,7 +383,7 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[di
         partial = ck.restore_partial(done + 1)
         last = config.imp.rounds
         for r in range(done + 1, last + 1):
-            t0 = time.perf_counter()
+            timer = timing.RoundTimer(started if r == done + 1 else None).start()
             resume = partial if r == done + 1 else None
             if resume is not None:
                 wd.note(
@@ -412,14 +412,12 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[di
                     is_main,
                 )
             records = records + recs
-            ck.save(r, state, {"round": r, "records": records})
-            ck.clear_partials()
+            with timing.section("checkpoint"):
+                ck.save(r, state, {"round": r, "records": records})
+                ck.clear_partials()
             if is_main:
                 wd.write_metrics(metrics_path, records, before)
-                wd.append_jsonl(
-                    os.path.join(workdir, wd.TIMING),
-                    {"round": r, "wall_time_s": round(time.perf_counter() - t0, 3)},
-                )
+                wd.append_jsonl(os.path.join(workdir, wd.TIMING), timer.record(r))
             if r == 0:
                 _diverged(records)  # raises when every trial diverged: nothing to prune
             if guard.signum is not None and r < last:
@@ -432,6 +430,7 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard) -> list[di
                 is_main,
             )
     finally:
+        timing.close()
         live.close()
         ck.close()
     return records

@@ -105,9 +105,11 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     ``~/.cache/lth_jax/xla``. ``LTH_JAX_COMPILATION_CACHE=0`` (or ``off``,
     ``false``, ``none``) leaves the cache off and returns ``None``. A cache
     directory JAX already has (``JAX_COMPILATION_CACHE_DIR`` or
-    ``jax.config.update("jax_compilation_cache_dir", ...)``) is kept. Programs
-    that compile in less than a second are not stored (JAX's default
-    threshold); the chunk programs of the engine are.
+    ``jax.config.update("jax_compilation_cache_dir", ...)``) is kept. Every
+    program is stored, however fast it compiles (unless
+    ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise): a run
+    compiles dozens of small ones (slices, masks, pruning), together seconds
+    per process that a later process reads back in a fraction.
     """
 
     current = jax.config.jax_compilation_cache_dir
@@ -128,6 +130,8 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     if not os.access(path, os.W_OK | os.X_OK):
         return None
     jax.config.update("jax_compilation_cache_dir", path)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
 
 

@@ -58,7 +58,7 @@ from jax.sharding import PartitionSpec
 
 from lth_jax import checkpoint as ckpt_lib
 from lth_jax import gmp as gmp_lib
-from lth_jax import loop, parallel
+from lth_jax import loop, parallel, timing
 from lth_jax import masks as masks_lib
 from lth_jax.curves import Curves
 from lth_jax.data import pipeline
@@ -437,6 +437,8 @@ class Engine:
         """
         inputs = (params, batch_stats, mask, data_keys, dropout_keys, gmp)
         inputs, n = pad_runs(inputs, self.num_shards())
+        if jax.process_count() == 1:  # split over the devices from the host: no slicing programs
+            inputs = jax.device_get(inputs)
         runs = self.new_runs(*inputs)
         progress = None
         if resume is not None:
@@ -457,8 +459,10 @@ class Engine:
 
             def hook(step, runs, outs, snapshot):
                 if on_eval is not None:  # live metrics (lth_jax.events), first: it only reads
-                    on_eval(step, outs[-1], runs, n)
-                on_chunk(step, lambda: ckpt_lib.partial_state(runs, outs, snapshot, n))
+                    with timing.section("events"):
+                        on_eval(step, outs[-1], runs, n)
+                with timing.section("checkpoint"):  # mid-round checkpoints
+                    on_chunk(step, lambda: ckpt_lib.partial_state(runs, outs, snapshot, n))
 
         runs, curves, snap = loop.run_chunks(
             self,

@@ -14,7 +14,10 @@ later calls read it and do not regenerate. The write is atomic (temporary file
 then rename), so concurrent runs cannot see a half-written cache. If
 ``data_dir`` is not writable the data is still returned, uncached. The cached
 copy pins the data: regenerating with another scipy/numpy might differ in the
-last bits, the cache does not.
+last bits, the cache does not. ``<data_dir>/mnist1d/index.json`` remembers the
+file name of each installed ``mnist1d`` package version (the generation
+arguments are the package's defaults), so a load from the cache does not import
+the package (it imports scipy and matplotlib: seconds).
 
 **Why not a TFDS builder.** A TFDS builder in ``array_record`` format read with
 ``tfds.data_source`` would also work without TensorFlow, but it adds a builder
@@ -31,6 +34,7 @@ module saves and restores both, so loading MNIST-1D leaves them untouched.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import random
@@ -46,6 +50,7 @@ from lth_jax.data.registry import resolve_data_dir
 __all__ = ["load_mnist1d", "cache_path", "parse_split"]
 
 _CACHE_FORMAT = 1
+_INDEX = "index.json"
 _KEYS = ("train_x", "train_y", "test_x", "test_y", "t")
 _SPLIT_RE = re.compile(r"^(?P<name>\w+)(?:\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
 
@@ -58,13 +63,60 @@ def _dataset_args() -> dict:
     return args
 
 
+def _package_version() -> str | None:
+    """The installed ``mnist1d`` package's version (from its metadata: no import)."""
+    try:
+        return importlib.metadata.version("mnist1d")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _indexed(root: str) -> str | None:
+    """The cache file name ``index.json`` gives this package version, or ``None``."""
+    version = _package_version()
+    try:
+        with open(os.path.join(root, _INDEX), encoding="utf-8") as f:
+            name = json.load(f).get(version) if version else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = isinstance(name, str) and re.fullmatch(r"mnist1d-[0-9a-f]{12}\.npz", name)
+    return name if ok else None
+
+
+def _remember(path: str) -> None:
+    """Records ``path``'s file name for this package version in ``index.json`` (best effort)."""
+    root, name = os.path.split(path)
+    version = _package_version()
+    if version is None or _indexed(root) == name:
+        return
+    try:
+        with open(os.path.join(root, _INDEX), encoding="utf-8") as f:
+            index = json.load(f)
+        index = index if isinstance(index, dict) else {}
+    except (OSError, ValueError):
+        index = {}
+    index[version] = name
+    try:
+        fd, tmp = tempfile.mkstemp(dir=root, suffix=".json.tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(index, f, sort_keys=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, os.path.join(root, _INDEX))
+    except OSError:
+        pass  # an unwritable data_dir: the next load finds the file name again
+
+
 def cache_path(data_dir: str | os.PathLike | None = None) -> str:
     """Where the MNIST-1D cache for the default generation arguments lives."""
-    args = _dataset_args()
-    digest = hashlib.sha256(
-        json.dumps({"format": _CACHE_FORMAT, **args}, sort_keys=True).encode()
-    ).hexdigest()[:12]
-    return os.path.join(resolve_data_dir(data_dir), "mnist1d", f"mnist1d-{digest}.npz")
+    root = os.path.join(resolve_data_dir(data_dir), "mnist1d")
+    name = _indexed(root)
+    if name is None:
+        args = _dataset_args()
+        digest = hashlib.sha256(
+            json.dumps({"format": _CACHE_FORMAT, **args}, sort_keys=True).encode()
+        ).hexdigest()[:12]
+        name = f"mnist1d-{digest}.npz"
+    return os.path.join(root, name)
 
 
 def _generate() -> dict[str, np.ndarray]:
@@ -155,7 +207,10 @@ def load_mnist1d(
       ``(inputs, labels)``: float32 ``(N, 40)`` signals and int32 labels. The
       signals are as MNIST-1D makes them (the whole 5,000 centered, std 1).
     """
-    arrays = _read_or_make(cache_path(data_dir))
+    path = cache_path(data_dir)
+    arrays = _read_or_make(path)
+    if os.path.isfile(path):
+        _remember(path)
     sizes = {"train": len(arrays["train_y"]), "test": len(arrays["test_y"])}
     which, sl = parse_split(split, sizes)
     return arrays[f"{which}_x"][sl], arrays[f"{which}_y"][sl]

@@ -6,7 +6,10 @@ results in a workdir through this module; orbax checkpoints are
 
     config.json      the resolved config of the run (written before any training)
     metrics.jsonl    one JSON object per run record (finished rounds or sizes only)
-    timing.jsonl     wall-clock seconds per round (kept apart: it differs run to run)
+    timing.jsonl     wall-clock seconds per round and where they went: ``wall_time_s``,
+                     ``startup_s``, ``compile_s``, ``train_s``, ``eval_s`` (an
+                     estimate), ``checkpoint_s``, ``events_s``, ``host_s``, ``shares``
+                     (see :mod:`lth_jax.timing`; kept apart: it differs run to run)
     checkpoints/     orbax checkpoints (see :mod:`lth_jax.checkpoint`)
     tensorboard/     live metrics: TensorBoard event files (see :mod:`lth_jax.events`)
     report.md, report.png
