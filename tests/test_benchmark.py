@@ -1,13 +1,16 @@
 """The speed benchmark runs end to end in quick mode and measures something.
 
 It asserts only that the benchmark ran and wrote positive figures, never a
-speed: timings depend on the machine and its load.
+speed: timings depend on the machine and its load; and that the README's
+tables are what the committed JSON renders to.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,15 +33,24 @@ def _benchmark(args, env, cwd):
     return proc
 
 
+def _bench_modules():
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    try:
+        from bench import accel, e2e, report
+    finally:
+        sys.path.pop(0)
+    return types.SimpleNamespace(accel=accel, e2e=e2e, report=report)
+
+
 def test_benchmark_quick(tmp_path):
-    out = tmp_path / "bench.json"
+    out = tmp_path / "bench"
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
     env["JAX_PLATFORMS"] = "cpu"
     env["LTH_JAX_COMPILATION_CACHE"] = str(tmp_path / "xla_cache")
     proc = _benchmark(["--quick", "--out", str(out)], env, tmp_path)
     assert "roofline" in proc.stdout
-    res = json.loads(out.read_text())
+    res = json.loads((out / "benchmark.json").read_text())
 
     assert _positive(res["roofline"]["gflops"])
     L = res["lenet"]
@@ -66,7 +78,109 @@ def test_benchmark_quick(tmp_path):
     cc = res["compile_cache"]
     assert _positive(cc["cold_s"]) and _positive(cc["cached_s"])
     assert _positive(res["memory"]["peak_rss_mib"])
-    assert set(res["targets"]) >= {"mfu_8_trials_ge_70pct", "8_trials_ge_1.5x_one_trial"}
+
+    # the command end to end: 2 trials x 60 steps of round 0, evaluated every 30 steps
+    e = res["e2e"]
+    o = e["ours"]
+    assert o["trainings"] == 2 and o["trial_steps"] == 120 and o["eval_points"] == 4
+    assert o["eval_examples"] == 4 * (500 + 500)
+    assert _positive(o["process_s"]) and _positive(o["peak_rss_mib"])
+    assert 0 < e["roofline_bound"]["fraction"] < 1
+    assert e["data"]["train"] == 3000 and e["data"]["test"] == 500
+    sp = o["split"]
+    assert sp["per_round"] and _positive(sp["rounds_s"])
+    assert all(v is None or v >= 0 for v in sp["parts"].values())
+    if importlib.util.find_spec("torch") is None:
+        assert "not installed" in e["peer"]["skipped"]
+    else:  # the peer did the same work
+        assert e["same_work"] is True and _positive(e["ratio_to_peer"])
+        assert e["peer"]["trainings"] == 2 and e["peer"]["eval_examples"] == 4000
+    assert "cpu" in res["conv_skipped"]
+
+    b = _bench_modules()
+    assert res["targets"] == b.report.targets(res)
+    # quick sizes are not the targets' sizes: only peak memory is judged
+    assert [k for k, v in res["targets"].items() if v is not None] == ["peak_memory_lt_2GiB"]
+    md = (out / "benchmark.md").read_text()
+    assert md == b.report.render(res)
+    assert "End to end: `lth-jax run --config" in md and b.report.table(res) in proc.stdout
+
+
+def test_accel_refuses_a_cpu(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "benchmark.py"), "--accel", "--quick"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "--accel needs a GPU or TPU, and JAX's backend is cpu" in proc.stderr
+
+
+def test_device_peaks():
+    accel = _bench_modules().accel
+    assert accel.device_peak("NVIDIA H100 80GB HBM3") == 494.7
+    assert accel.device_peak("NVIDIA H100 PCIe") == 378.0
+    assert accel.device_peak("NVIDIA A100-SXM4-40GB") == 156.0
+    assert accel.device_peak("TPU v5 lite") == 197.0 and accel.device_peak("TPU v5") == 459.0
+    assert accel.device_peak("cpu") is None and accel.device_peak("cpu", 1.5) == 1.5
+
+
+def test_roofline_bound_of_the_issue_measurement():
+    """8 trials, rounds 0-2 of 3 arms (56 trainings) x 2,000 steps, 5,000 + 10,000 examples
+    evaluated every 250 steps, at 328 GFLOP/s: about 2,570 trial-steps/s."""
+    e2e = _bench_modules().e2e
+    trainings = 8 + 2 * 3 * 8
+    b = e2e.roofline_bound(trainings * 2000, trainings * 8 * 15000, 328.0)
+    assert b["train_flops"] == trainings * 2000 * 6 * 266_200 * 60
+    assert round(b["trial_steps_per_s"], -1) == 2570
+
+
+def test_time_split():
+    e2e = _bench_modules().e2e
+    rows = [
+        {"round": 0, "wall_time_s": 6.0, "startup_s": 2.0, "compile_s": 3.0, "train_s": 2.0},
+        {"round": 1, "wall_time_s": 3.0, "train_s": 2.5, "eval_s": 0.5},
+    ]
+    sp = e2e.time_split(rows, 10.0)
+    assert sp["rounds_s"] == 9.0 and sp["outside_rounds_s"] == 1.0
+    assert sp["parts"]["train_s"] == 4.5 and sp["parts"]["checkpoint_s"] is None
+    assert sp["shares"]["compile_s"] == 0.3 and sp["rest_s"] == 0.0
+    old = e2e.time_split([{"round": 0, "wall_time_s": 4.0}], 5.0)  # before the parts existed
+    assert old["rest_s"] is None and set(old["parts"].values()) == {None}
+
+
+def test_the_preset_resolves():
+    e2e = _bench_modules().e2e
+    spec = e2e.config_spec()
+    assert spec == "preset:lenet300_100_mnist" or os.path.isfile(spec)
+
+
+# ----------------------------------------------------------------------------- committed figures
+
+RESULTS = os.path.join(ROOT, "experiments", "results", "benchmark")
+
+
+def test_readme_shows_the_committed_benchmark():
+    """README's table is the committed markdown, which is what the committed JSON renders to."""
+    report = _bench_modules().report
+    with open(os.path.join(RESULTS, "benchmark.json"), encoding="utf-8") as f:
+        res = json.load(f)
+    with open(os.path.join(RESULTS, "benchmark.md"), encoding="utf-8") as f:
+        md = f.read()
+    fix = "run: python experiments/benchmark.py --readme-only --out experiments/results/benchmark"
+    assert md == report.render(res), fix
+    assert res["targets"] == report.targets(res)
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert report.readme_block(md) in readme, fix
+    assert not res["meta"]["quick"]
+    st = res["e2e"]["settings"]
+    assert (st["trials"], st["steps"], st["rounds"], st["eval_every"]) == (8, 2000, 2, 250)
+    assert res["e2e"]["ours"]["trainings"] == 56
 
 
 def test_engine_permutation_is_jax_permutation():
