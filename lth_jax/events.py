@@ -215,9 +215,7 @@ class Live:
     def _writer(self, name: str, step: int):
         w = self._writers.get(name)
         if w is None:
-            from tensorboardX import SummaryWriter
-
-            w = SummaryWriter(
+            w = _summary_writer()(
                 logdir=os.path.join(self.root, name),
                 purge_step=step,
                 flush_secs=FLUSH_SECS,
@@ -317,3 +315,22 @@ class _Hook:
 
 def _count(k: int, what: str) -> str:
     return f"{k} {what}" + ("" if k == 1 else "s")
+
+
+def _summary_writer():
+    """tensorboardX's ``SummaryWriter``, imported without PyTorch.
+
+    tensorboardX imports PyTorch when it is installed (only to accept its
+    tensors; the values written here are floats), which costs about a second
+    per process; it is hidden from that import unless it is already loaded.
+    """
+    if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` fails at once
+        try:
+            from tensorboardX import SummaryWriter
+        finally:
+            del sys.modules["torch"]
+        return SummaryWriter
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter

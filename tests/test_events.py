@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.machinery
 import json
 import os
+import subprocess
 import sys
 import types
 
@@ -370,3 +371,21 @@ def test_transfer_overwrite_removes_the_event_files(tmp_path):
     wd.check_contents(str(workdir), runner.OWNED)  # an lth-jax workdir: accepted
     wd.prepare(str(workdir), True, runner.OWNED)
     assert sorted(os.listdir(workdir)) == ["notes.txt"]
+
+
+def test_the_writer_does_not_import_pytorch(tmp_path):
+    """tensorboardX would import PyTorch when installed (a second per process); it is hidden."""
+    fake = tmp_path / "site"
+    fake.mkdir()
+    (fake / "torch.py").write_text("raise SystemExit('torch was imported')\n")
+    code = (
+        "import sys, tempfile\n"
+        "from lth_jax import events\n"
+        "w = events._summary_writer()(tempfile.mkdtemp())\n"
+        "w.add_scalar('a', 1.0, 1); w.close()\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), *sys.path])}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "False"
