@@ -95,6 +95,7 @@ def test_load_tfds_mocked(tfds, tmp_path, no_network, name, shape):
     assert y.shape == (12,) and y.dtype == np.int32 and 0 <= y.min() and y.max() < 10
     assert xt.shape[1:] == shape and yt.dtype == np.int32
     assert no_network == []
+    assert not (tmp_path / "lth_jax_arrays").exists()  # mock data is never kept
 
 
 def test_get_dataset_mocked_images_per_channel_normalization(tfds, tmp_path):
@@ -265,6 +266,28 @@ def test_prepare_from_manual_dir_then_read_from_data_dir(tfds, tmp_path, monkeyp
     np.testing.assert_allclose(xt, te_x / 255.0, atol=1e-7)
     np.testing.assert_array_equal(yt, te_y)
     assert no_network == []
+
+    # Both reads left their arrays in lth_jax_arrays/: the next read takes them, without TFDS.
+    (version,) = os.listdir(data / "cifar10")
+    saved = sorted(os.listdir(data / "lth_jax_arrays" / "cifar10" / version))
+    assert saved == ["test.npz", "train.npz"]
+    via_tfds = D.load("cifar10", "train", data_dir=data, download=False)
+
+    def no_tensorflow(name):
+        raise AssertionError("TensorFlow was needed")
+
+    monkeypatch.setattr(tfds_source, "_require_tensorflow", no_tensorflow)
+    cached = D.load("cifar10", "train", data_dir=data, download=False)
+    for a, b in zip(via_tfds, cached):
+        assert a.dtype == b.dtype and np.array_equal(a, b)  # bit for bit
+    # A prepared copy that changed, or the cache switched off, goes through TFDS again.
+    info = data / "cifar10" / version / "dataset_info.json"
+    os.utime(info, ns=(info.stat().st_atime_ns, info.stat().st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="TensorFlow was needed"):
+        D.load("cifar10", "test", data_dir=data, download=False)
+    monkeypatch.setenv("LTH_JAX_ARRAY_CACHE", "0")
+    with pytest.raises(AssertionError, match="TensorFlow was needed"):
+        D.load("cifar10", "train", data_dir=data, download=False)
 
 
 def _write_idx(path, array, magic):

@@ -7,7 +7,9 @@ datasets are prepared and read with it. On first use TensorFlow's view of GPUs
 is emptied (``tf.config.set_visible_devices([], "GPU")``) so that it does not
 reserve accelerator memory that JAX needs.
 
-Where the data comes from, in this order:
+Where the data comes from, in this order (after the first read of a split from
+a prepared copy, later reads take the same arrays from
+``<data_dir>/lth_jax_arrays/`` without TensorFlow: :mod:`lth_jax.data.array_cache`):
 
 1. **A prepared copy in ``data_dir``** (``<data_dir>/<name>/<version>/``), e.g.
    made by ``tfds build mnist --data_dir DIR`` on a machine with network and
@@ -44,6 +46,7 @@ import urllib.request
 
 import numpy as np
 
+from lth_jax.data import array_cache
 from lth_jax.data.registry import (
     DatasetUnavailableError,
     TensorFlowMissingError,
@@ -201,10 +204,13 @@ def load_tfds(
     spec = get_spec(name)
     if spec.source != "tfds":
         raise ValueError(f"{name!r} is not a TFDS dataset")
+    data_dir = resolve_data_dir(data_dir)
+    cached = array_cache.lookup(data_dir, spec.tfds_name, split)  # read before, no TensorFlow
+    if cached is not None:
+        return _as_inputs(cached[0]), cached[1].astype(np.int32)
     _require_tensorflow(name)
     import tensorflow_datasets as tfds
 
-    data_dir = resolve_data_dir(data_dir)
     builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
     if not builder.is_prepared():
         _prepare(builder, name, data_dir, manual_dir, download)
@@ -219,10 +225,15 @@ def load_tfds(
         labels.append(y)
     if not images:
         return np.zeros((0, *spec.input_shape), np.float32), np.zeros((0,), np.int32)
-    inputs = np.concatenate(images)
-    del images
-    inputs = np.divide(inputs, np.float32(255.0), dtype=np.float32)
-    return inputs, np.concatenate(labels).astype(np.int32)
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    if tfds.core.DatasetBuilder.as_dataset.__name__ == "as_dataset":  # not TFDS's mock data
+        array_cache.store(data_dir, spec.tfds_name, split, builder.data_dir, images, labels)
+    return _as_inputs(images), labels.astype(np.int32)
+
+
+def _as_inputs(images: np.ndarray) -> np.ndarray:
+    """uint8 images as float32 in ``[0, 1]``."""
+    return np.divide(images, np.float32(255.0), dtype=np.float32)
 
 
 def _prepare(builder, name, data_dir, manual_dir, download) -> None:
