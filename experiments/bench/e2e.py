@@ -236,7 +236,9 @@ def end_to_end(s, roof_gflops, cache=False):
         data = prepare_data(data_dir, s.e2e_train, s.e2e_test)
         data["what"] = (
             "random uint8 images of MNIST's shape and sizes, random labels, prepared as TFDS "
-            "mnist (experiments/bench/mnist_data.py); read by lth-jax through TFDS"
+            "mnist (experiments/bench/mnist_data.py) and read once through TFDS before the "
+            "timed run, which reads the arrays kept from that read (lth_jax_arrays/, no "
+            "TensorFlow), as every run after a dataset's first does"
         )
         ours = _ours(s, config_spec(), data_dir, work, cache)
         peer = _peer(s, data_dir, work, ours)
