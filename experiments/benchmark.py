@@ -204,7 +204,7 @@ def measure(args, s):
         res["roofline"]["gflops"] = roof = again["gflops"]
         _rescale_mfu(res, roof)
     if not args.no_e2e:
-        res["e2e"] = timed("e2e", e2e.end_to_end, s, roof, cache=args.cache)
+        res["e2e"] = timed("e2e", e2e.end_to_end, s, roof)
         res["e2e"]["settings"] = {
             "trials": s.e2e_trials,
             "steps": s.e2e_steps,

@@ -24,7 +24,8 @@ PARTS = (
     ("events_s", "live metrics (TensorBoard)"),
 )
 TARGETS = {  # key: what it says when met
-    "e2e_ge_3x_peer": "end to end at least 3x the PyTorch peer",
+    "e2e_ge_3x_peer": "end to end at least 3x the PyTorch peer, a first run",
+    "e2e_again_ge_3x_peer": "the same, a later run (compilation cache warm)",
     "mfu_8_trials_ge_70pct": "the compiled loop at least 70% of the roofline with 8 trials",
     "peak_memory_lt_2GiB": "peak memory under 2 GiB",
     "one_chunk_compile_per_shape_in_imp": "one compile per shape over a 10-round run",
@@ -163,6 +164,18 @@ def _e2e_rows(res):
                 f"{p['process_s']:.1f} s; ours x{e['ratio_to_peer']:.2f}",
             )
         )
+    again = e.get("ours_again")
+    if again is not None:
+        ratio = e.get("ratio_to_peer_again")
+        rows.append(
+            (
+                "  the same command again (compilation cache warm)",
+                f"{again['trial_steps_per_s']:.0f} trial-steps/s",
+                f"in {again['process_s']:.1f} s, compile "
+                f"{again['split']['parts']['compile_s'] or 0:.1f} s"
+                + ("" if ratio is None else f"; ours x{ratio:.2f}"),
+            )
+        )
     rows.append(("  peak RSS of the command", f"{o['peak_rss_mib']:.0f} MiB", ""))
     sp = o["split"]
     for key, label in PARTS:
@@ -231,6 +244,9 @@ def targets(res):
     full_e2e = "ratio_to_peer" in e and e["settings"]["trials"] >= 8
     return {
         "e2e_ge_3x_peer": (e["ratio_to_peer"] >= 3.0) if full_e2e else None,
+        "e2e_again_ge_3x_peer": (
+            (e["ratio_to_peer_again"] >= 3.0) if full_e2e and "ratio_to_peer_again" in e else None
+        ),
         "mfu_8_trials_ge_70pct": (many["mfu"] >= 0.70) if many["K"] >= 8 else None,
         "peak_memory_lt_2GiB": (max(peaks) < 2048) if peaks else None,
         "one_chunk_compile_per_shape_in_imp": (
@@ -249,6 +265,9 @@ def targets_text(res):
     many = L["engine_many"]
     figure = {
         "e2e_ge_3x_peer": f"x{e['ratio_to_peer']:.2f}" if "ratio_to_peer" in e else "",
+        "e2e_again_ge_3x_peer": (
+            f"x{e['ratio_to_peer_again']:.2f}" if "ratio_to_peer_again" in e else ""
+        ),
         "mfu_8_trials_ge_70pct": f"{_pct(many['mfu'])} with {many['K']} trials",
         "peak_memory_lt_2GiB": ", ".join(
             f"{w} {x['peak_rss_mib'] / 1024:.2f} GiB"
@@ -298,8 +317,14 @@ def _e2e_text(res):
         f"End to end: `lth-jax run --config {o['config']}` with {st['trials']} trials, "
         f"{st['steps']:,} steps, rounds 0-{st['rounds']} (arms {', '.join(o['arms'])}: "
         f"{o['trainings']} trainings), validation ({st['val']:,}) and test ({st['test']:,}) "
-        f"every {st['eval_every']} steps, compilation cache {o['compilation_cache']}; the whole "
-        f"command timed, start-up included. Data: {d['train']:,} training images ({st['val']:,} "
+        f"every {st['eval_every']} steps; the whole command timed, start-up included, "
+        + (
+            "first with lth-jax's compilation cache empty (a first run: the time split is this "
+            "run's), then the same command again (a later run: its programs read from the cache)"
+            if "ours_again" in e
+            else "with the compilation cache off"
+        )
+        + f". Data: {d['train']:,} training images ({st['val']:,} "
         f"of them held out for validation) and {d['test']:,} test images, {d['what']} (prepared "
         f"in {d['process_s']:.0f} s, not counted)."
     )
