@@ -29,7 +29,9 @@ Keys, all in seconds of this process's wall clock:
   program, so the evaluation's part is timed once per engine and process on
   its own (the same evaluation, alone: :func:`calibrate_eval`) and scaled by
   the chunks and the runs per device; ``train_s`` is the rest of the chunks'
-  time. The one timing run of the evaluation is counted in ``host_s``.
+  time. The one timing run of the evaluation is counted in ``host_s``. In a
+  multi-process run (multi-host) there is no estimate: ``eval_s`` is 0 and
+  the evaluation is in ``train_s``.
 * ``checkpoint_s``: writing the round's checkpoint, the mid-round ones and
   deleting those (their host copies included).
 * ``events_s``: live metrics (TensorBoard, W&B, the plain line;
@@ -252,8 +254,11 @@ def calibrate_eval(engine, runs) -> float:
     Times the evaluation part of the chunk program on its own, once per
     engine (for one run per device, the faster of two calls; compiled first,
     the compilation counted as such), and scales it by the runs each device
-    evaluates one after another.
+    evaluates one after another. In a multi-process run it estimates nothing
+    (0 s: the evaluation stays in ``train_s``).
     """
+    if jax.process_count() > 1:  # runs span other processes' devices: no estimate (0 s)
+        return 0.0
     shards = engine.num_shards()
     per_device = max(1, jax.tree.leaves(runs.params)[0].shape[0] // shards)
     per_run = _eval_per_run.get(engine)

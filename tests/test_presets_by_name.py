@@ -116,8 +116,7 @@ def test_the_wheel_ships_the_presets_the_license_and_py_typed(tmp_path):
             "-m",
             "pip",
             "wheel",
-            "--no-deps",
-            "--no-build-isolation",
+            "--no-deps",  # the build backend comes from the package registry, as for a user
             "-q",
             "-w",
             str(tmp_path),
