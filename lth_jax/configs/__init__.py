@@ -32,13 +32,12 @@ import importlib
 import os
 import re
 
+from lth_jax.report import readme
+
 __all__ = ["PREFIX", "PresetInfo", "get", "info", "listing", "names", "path", "split_spec"]
 
 PREFIX = "preset:"
 _HERE = os.path.dirname(os.path.abspath(__file__))
-# A generated block of an "Ours" paragraph (lth_jax.report.readme writes them); the pattern is
-# split so that this file holds no marker itself.
-_BLOCK = re.compile("<!-- generated" + r" from [^\n]*?: begin -->\n(.*?)<!-- generated", re.S)
 
 
 def names() -> list[str]:
@@ -109,9 +108,10 @@ def info(name: str) -> PresetInfo:
     ours_at = doc.find("\nOurs")
     ours = ""
     if ours_at >= 0:
-        block = _BLOCK.search(doc, ours_at)
-        if block:
-            head, _, bullets = ("\n" + block.group(1)).partition("\n- ")
+        begin = readme.BEGIN.search(doc, ours_at)  # the generated block, if any
+        if begin:
+            block = doc[begin.end() : doc.find(readme.end_marker(begin["path"]), begin.end())]
+            head, _, bullets = block.partition("\n- ")
             head = head.strip().rstrip(":").rsplit("/", 1)[-1]  # a sub-run's folder, if any
             ours = (f"{head}: " if head else "") + _one_line(bullets.split("\n- ")[0])
         else:

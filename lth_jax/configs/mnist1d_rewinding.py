@@ -91,15 +91,13 @@ workdirs: every method of a trial shares its initialization and data order; fina
 
 import ml_collections
 
-from lth_jax.configs import mnist1d_lottery_notebook
+from lth_jax.configs import _common, mnist1d_lottery_notebook
 
 METHODS = ("init", "step500", "lr")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    method = arg or "init"
-    if method not in METHODS:
-        raise ValueError(f"mnist1d_rewinding.py takes one of {', '.join(METHODS)}; got {arg!r}")
+    method = _common.choice("mnist1d_rewinding", arg, METHODS, "init")
     c = mnist1d_lottery_notebook.recipe()
     c.train.early_stop_metric = "val_accuracy"
     if method == "init":

@@ -56,6 +56,7 @@ Ours (paired by trial; generated from experiments/results/regularizers/):
 import ml_collections
 
 from lth_jax.config import base_config
+from lth_jax.configs import _common
 
 SETTINGS = ("none", "l2", "weight_decay", "l1", "dropout", "dropout_maxnorm")
 L2 = 1e-2
@@ -66,9 +67,7 @@ MAX_NORM = 3.0
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    setting = (arg or "none").strip()
-    if setting not in SETTINGS:
-        raise ValueError(f"regularizers_mnist1d.py takes one of {'|'.join(SETTINGS)}; got {arg!r}")
+    setting = _common.choice("regularizers_mnist1d", arg, SETTINGS, "none")
     c = base_config()
     c.num_trials = 5
     c.arms = ("ticket",)

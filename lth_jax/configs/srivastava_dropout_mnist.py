@@ -47,16 +47,13 @@ Needs MNIST through TFDS (see ``lth_jax.data``).
 import ml_collections
 
 from lth_jax.config import base_config
+from lth_jax.configs import _common
 
 _MODES = ("maxnorm", "dropout", "standard", "l2")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    mode = (arg or "maxnorm").strip()
-    if mode not in _MODES:
-        raise ValueError(
-            f"srivastava_dropout_mnist.py takes one of {'|'.join(_MODES)}; got {arg!r}"
-        )
+    mode = _common.choice("srivastava_dropout_mnist", arg, _MODES, "maxnorm")
     c = base_config()
     c.num_trials = 3
     c.arms = ("ticket",)
