@@ -43,6 +43,8 @@ import tempfile
 import textwrap
 import time
 
+from bench import common  # experiments/ is on the path: this script's folder
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02)
 NETWORKS = {  # name: (model, model kwargs, input shape)
@@ -215,32 +217,15 @@ def measure(args) -> dict:
                 res["rows"].append(row)
                 print(_row_line(row, batches), flush=True)
     res["meta"]["wall_s"] = round(time.perf_counter() - t_start, 1)
-    res["meta"]["load_1min_after"] = _load()
+    res["meta"]["load_1min_after"] = common.load_average()
     return res
 
 
-def _load():
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
 def _machine(jax, np, scipy) -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        "cpu": cpu,
-        "cores": usable,
+        "cpu": common.cpu_name(),
+        "cores": common.cores(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -249,7 +234,7 @@ def _machine(jax, np, scipy) -> dict:
         "devices": jax.device_count(),
         "scipy": scipy.__version__,
         "numpy": np.__version__,
-        "load_1min_before": _load(),
+        "load_1min_before": common.load_average(),
     }
 
 

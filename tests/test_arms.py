@@ -4,17 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny import tiny_config
+from tiny import kernels, tiny_config
 
-from lth_jax import arms, lottery, masks, pruning
+from lth_jax import arms, lottery, pruning
 
 
 def _config(**overrides):
     return tiny_config(**{"arms": ("ticket", "one_shot"), **overrides})
-
-
-def _kernel(tree, trial):
-    return {p: np.asarray(v)[trial] for p, v in masks.named_leaves(tree) if p.endswith("kernel")}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +26,8 @@ def test_one_shot_equals_the_ticket_after_one_round(rounds):
     """Round 1: one prune of the dense weights either way, so the same mask and the same run."""
     _, (s0, s1, _), (_, r1, _) = rounds
     for t in range(2):
-        for p, m in _kernel(s1["arms"]["one_shot"]["mask"], t).items():
-            assert np.array_equal(m, _kernel(s1["ticket"]["mask"], t)[p])
+        for p, m in kernels(s1["arms"]["one_shot"]["mask"], t).items():
+            assert np.array_equal(m, kernels(s1["ticket"]["mask"], t)[p])
     by = {(r["arm"], r["trial"]): r for r in r1}
     for t in range(2):
         a, b = by[("ticket", t)], by[("one_shot", t)]
@@ -43,9 +39,9 @@ def test_one_shot_prunes_the_dense_weights_at_the_ticket_counts(rounds):
     _, (s0, _, s2), (_, _, r2) = rounds
     dense = s0["dense"]["params"]
     for t in range(2):
-        ticket = _kernel(s2["ticket"]["mask"], t)
-        shot = _kernel(s2["arms"]["one_shot"]["mask"], t)
-        w = _kernel(dense, t)
+        ticket = kernels(s2["ticket"]["mask"], t)
+        shot = kernels(s2["arms"]["one_shot"]["mask"], t)
+        w = kernels(dense, t)
         for p in ticket:
             assert shot[p].sum() == ticket[p].sum()  # the ticket's per-layer count
             kept, gone = np.abs(w[p])[shot[p]], np.abs(w[p])[~shot[p]]

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from tiny import kernels
 
 from lth_jax import arms, lottery, masks, pruning, saliency
 from lth_jax import config as config_lib
@@ -244,10 +245,6 @@ def _leaves(tree, start, stop):
     return [np.asarray(a[start:stop]) for a in jax.tree.leaves(tree)]
 
 
-def _kernels(tree, trial):
-    return {p: np.asarray(v)[trial] for p, v in masks.named_leaves(tree) if p.endswith("kernel")}
-
-
 @pytest.fixture(scope="module")
 def layerwise_run():
     exp = lottery.Experiment(small_config())
@@ -300,8 +297,8 @@ def test_masks_are_the_methods_on_the_rewind_source(layerwise_run):
         keep = jax.tree.map(jnp.negative, saliency.grasp_scores(loss_fn, params, batch))
         grasp = saliency.keep_top_like(keep, like)
         for name, want in (("snip", snip), ("grasp", grasp)):
-            got = _kernels(s2["arms"][name]["mask"], t)
-            for p, m in _kernels(jax.tree.map(lambda a: a[None], want), 0).items():
+            got = kernels(s2["arms"][name]["mask"], t)
+            for p, m in kernels(jax.tree.map(lambda a: a[None], want), 0).items():
                 # float32 sums may differ in the last bit: allow a weight or two at a tie
                 assert (got[p] != m).sum() <= 2, (name, p)
 
@@ -314,8 +311,8 @@ def test_shuffled_masks_keep_the_methods_per_layer_counts(layerwise_run):
         j, k = arms_.index(method), arms_.index(f"{method}_shuffled")
         for t in range(2):
             a, b = (
-                _kernels(s2["arms"][method]["mask"], t),
-                _kernels(s2["arms"][f"{method}_shuffled"]["mask"], t),
+                kernels(s2["arms"][method]["mask"], t),
+                kernels(s2["arms"][f"{method}_shuffled"]["mask"], t),
             )
             assert all(a[p].sum() == b[p].sum() for p in a)
             assert any(not np.array_equal(a[p], b[p]) for p in a)
@@ -349,13 +346,13 @@ def test_global_scope_keeps_the_overall_count_with_the_methods_allocation():
     s1, recs = exp.prune_round(s0, 1)
     by = {r["arm"]: r for r in recs}
     assert set(by) == set(c.arms)
-    ticket = _kernels(s1["ticket"]["mask"], 0)
+    ticket = kernels(s1["ticket"]["mask"], 0)
     moved = False
     for arm in arms.PAI_ARMS:
         assert by[arm]["density"] == by["ticket"]["density"]  # the ticket's overall count
-        got = _kernels(s1["arms"][arm]["mask"], 0)
+        got = kernels(s1["arms"][arm]["mask"], 0)
         assert sum(m.sum() for m in got.values()) == sum(m.sum() for m in ticket.values())
-        method = _kernels(s1["arms"][arm.split("_")[0]]["mask"], 0)
+        method = kernels(s1["arms"][arm.split("_")[0]]["mask"], 0)
         assert all(got[p].sum() == method[p].sum() for p in got)  # the method's allocation
         moved |= by[arm]["layer_density"] != by["ticket"]["layer_density"]
     assert moved  # the methods' own per-layer allocation, not the ticket's

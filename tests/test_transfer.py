@@ -280,12 +280,9 @@ def test_bad_config_values_are_named(key, value, match):
     ],
 )
 def test_presets_validate(name):
-    import importlib.util
+    import importlib
 
-    path = os.path.join(os.path.dirname(__file__), "..", "lth_jax", "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"preset_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module(f"lth_jax.configs.{name}")
     for setting in module.SETTINGS:
         transfer.validate(module.get_config(setting))
 

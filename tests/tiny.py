@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from lth_jax import config as config_lib
+from lth_jax import masks
 from lth_jax.checks import set_value
 
 
@@ -25,3 +28,8 @@ def tiny_config(**overrides):
     for key, value in overrides.items():
         set_value(c, key, value)
     return c
+
+
+def kernels(tree, trial):
+    """``{path: array}`` of ``tree``'s kernels (dense and conv weights) for one ``trial``."""
+    return {p: np.asarray(v)[trial] for p, v in masks.named_leaves(tree) if p.endswith("kernel")}

@@ -181,19 +181,20 @@ def _ours(s, spec, data_dir, work, cache_dir, name="run"):
         config = json.load(f)
     n_val = int(config["dataset"]["val_size"])
     evals = sum(len(r["eval_steps"]) for r in records)
+    trial_steps = int(sum(r["train_steps"] for r in records))
     return {
         "command": " ".join(os.path.basename(a) if a == argv[0] else a for a in argv),
         "config": spec,
         "arms": list(config["arms"]),
         "trainings": len(records),
-        "trial_steps": int(sum(r["train_steps"] for r in records)),
+        "trial_steps": trial_steps,
         "eval_points": evals,
         "eval_examples": evals * (n_val + s.e2e_test),
         "process_s": wall,
         "peak_rss_mib": rss,
         "split": time_split(timing, wall),
         "compilation_cache": "off" if cache_dir is None else "on",
-        "trial_steps_per_s": int(sum(r["train_steps"] for r in records)) / wall,
+        "trial_steps_per_s": trial_steps / wall,
     }
 
 
