@@ -71,7 +71,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
 from lth_jax import masks as masks_lib
@@ -140,7 +139,6 @@ class Live:
         self.is_main = is_main
         self.enabled = self.tensorboard or self.wandb or self.lines
         self._writers: dict[str, Any] = {}
-        self._alive = jax.jit(jax.vmap(masks_lib.layer_alive))
         self._run = self._start_wandb(workdir, config) if self.wandb and is_main else None
 
     def _start_wandb(self, workdir: str, config):
@@ -279,8 +277,9 @@ class _Hook:
         opt = runs.opt_state
         hyper = getattr(getattr(opt, "inner_state", None), "hyperparams", None) or {}
         lr = hyper.get("learning_rate")
-        alive = live._alive(opt.mask) if hasattr(opt, "mask") else None
-        out, lr, alive = parallel.to_host((tuple(out), lr, alive))
+        mask = opt.mask if hasattr(opt, "mask") else None
+        out, lr, mask = parallel.to_host((tuple(out), lr, mask))
+        alive = None if mask is None else masks_lib.layer_alive_runs(mask)
         trials = [int(t) for t in self.trials()]
         labels = [(a, t) for a in self.arms for t in trials][:n]
         values = {}

@@ -179,7 +179,7 @@ def train_copies(exp: lottery.Experiment, state, round_: int, on_chunk=None):
     """
     t = len(exp.trials)
     twice = lambda tree: parallel.concat_runs([tree, tree])
-    keys = lambda kind: jnp.concatenate(
+    keys = lambda kind: np.concatenate(
         [exp.keys(round_, f"instability_{kind}_{c}") for c in ("a", "b")], axis=0
     )
     rewind = state["rewind"]

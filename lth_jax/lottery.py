@@ -160,19 +160,18 @@ class Experiment:
         self._prune = jax.jit(
             jax.vmap(lambda p, m: pruning.magnitude_prune(p, m, rate, scope, layer_rates))
         )
-        self._alive = jax.jit(jax.vmap(masks_lib.layer_alive))
 
     # ------------------------------------------------------------------ keys
     def keys(self, round_: int, purpose: str):
         """The ``(trials, 2)`` keys of ``round_`` for ``purpose`` (:func:`lth_jax.rng.derive`)."""
         s = self.config.seed
-        return jnp.stack([rng.derive(s, int(t), round_, purpose) for t in self.trials])
+        return np.stack([np.asarray(rng.derive(s, int(t), round_, purpose)) for t in self.trials])
 
     # ------------------------------------------------------------------ rounds
     def _fit(self, params, batch_stats, mask, round_, start, **kw):
         """:meth:`Engine.fit` of arm-major runs with this round's data and dropout keys."""
         n_arms = jax.tree.leaves(params)[0].shape[0] // len(self.trials)
-        rep = lambda k: jnp.tile(k, (n_arms, 1))
+        rep = lambda k: np.tile(k, (n_arms, 1))
         return self.engine.fit(
             params,
             batch_stats,
@@ -190,7 +189,7 @@ class Experiment:
         ``resume`` and ``on_chunk``: mid-round checkpoints (see :meth:`Engine.fit`).
         """
         params0, bs0 = self.engine.init(self.keys(0, "init"))
-        mask = jax.vmap(masks_lib.ones_like)(params0)
+        mask = jax.tree.map(lambda p: np.ones(np.shape(p), bool), params0)  # all alive
         out = self._fit(
             params0,
             bs0,
@@ -276,7 +275,7 @@ class Experiment:
 
     def _records(self, round_, arms, mask, out, start):
         # Densities from exact integer counts (float32 division would misstate 1.0).
-        alive = parallel.to_host(self._alive(mask))
+        alive = masks_lib.layer_alive_runs(parallel.to_host(mask))
         sizes = {p: int(np.prod(np.shape(m)[1:])) for p, m in masks_lib.named_leaves(mask)}
         total = sum(sizes[p] for p in alive)
         fail = out.fail_step

@@ -55,6 +55,7 @@ __all__ = [
     "density",
     "layer_density",
     "layer_alive",
+    "layer_alive_runs",
     "count",
     "check_matches",
     "keep_pruned",
@@ -257,6 +258,28 @@ def layer_alive(mask, prunable: Prunable = None) -> dict[str, Any]:
     flags = jax.tree.leaves(prunable_tree(mask, prunable))
     return {
         path: jnp.sum(m, dtype=jnp.int32) for (path, m), f in zip(named_leaves(mask), flags) if f
+    }
+
+
+def layer_alive_runs(masks, prunable: Prunable = None) -> dict[str, np.ndarray]:
+    """``{path: alive count per run}`` of run-batched ``masks``, counted on the host.
+
+    Each leaf carries a leading run axis; the counts are exact integers
+    (numpy ``int64``, shape ``(runs,)``), computed without compiling a program.
+    Gather sharded masks first (:func:`lth_jax.parallel.to_host`).
+
+    Example:
+      >>> import numpy as np
+      >>> layer_alive_runs({"d": {"kernel": np.array([[[True, False]], [[True, True]]])}})
+      {'d/kernel': array([1, 2])}
+    """
+    masks = jax.tree.map(np.asarray, masks)
+    one = jax.tree.map(lambda m: m[0], masks)  # which leaves are prunable: a run's shapes decide
+    flags = jax.tree.leaves(prunable_tree(one, prunable))
+    return {
+        path: np.count_nonzero(np.asarray(m).reshape(np.shape(m)[0], -1), axis=1).astype(np.int64)
+        for (path, m), f in zip(named_leaves(masks), flags)
+        if f
     }
 
 

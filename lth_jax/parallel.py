@@ -336,14 +336,24 @@ def shard(tree, mesh):
 
 
 def concat_runs(trees):
-    """The trees concatenated along their leading (run) axis, leaf by leaf."""
+    """The trees concatenated along their leading (run) axis, leaf by leaf.
 
+    In a single process the leaves are joined on the host and put back with
+    ``jax.device_put``: the same values, and no program compiled per shape (a
+    tenth of a second each, in a first run). Elsewhere, ``jnp.concatenate``.
+    """
+
+    if jax.process_count() == 1:
+        join = lambda *xs: np.concatenate([np.asarray(x) for x in xs])
+        return jax.device_put(jax.tree.map(join, *trees))
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
 
 
 def take_runs(tree, start: int, stop: int):
-    """Runs ``start`` to ``stop - 1`` of every leaf."""
+    """Runs ``start`` to ``stop - 1`` of every leaf (cut on the host in a single process)."""
 
+    if jax.process_count() == 1:
+        return jax.device_put(jax.tree.map(lambda a: np.asarray(a)[start:stop], tree))
     return jax.tree.map(lambda a: a[start:stop], tree)
 
 
@@ -358,8 +368,9 @@ def pad_runs(tree, multiple: int):
     pad = (-n) % multiple
     if pad == 0:
         return tree, n
+    xp = lambda a: np if isinstance(a, np.ndarray) else jnp  # numpy leaves stay on the host
     return (
-        jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]), tree),
+        jax.tree.map(lambda a: xp(a).concatenate([a, xp(a).repeat(a[:1], pad, axis=0)]), tree),
         n,
     )
 

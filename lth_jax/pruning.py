@@ -328,8 +328,11 @@ def random_mask_like(key, mask, prunable=None):
             out.append(m)
             continue
         alive = jnp.sum(m, dtype=jnp.int32)
-        rank = jnp.argsort(jnp.argsort(jax.random.uniform(k, (m.size,))))
-        out.append((rank < alive).reshape(m.shape))
+        # The ``alive`` positions with the lowest uniform draws (ties: lower index first):
+        # one stable sort, its inverse permutation by a scatter.
+        order = jnp.argsort(jax.random.uniform(k, (m.size,)), stable=True)
+        keep = jnp.zeros((m.size,), bool).at[order].set(jnp.arange(m.size) < alive)
+        out.append(keep.reshape(m.shape))
     return jax.tree.unflatten(treedef, out)
 
 

@@ -13,7 +13,6 @@ import os
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -323,7 +322,7 @@ class _SizeRunner:
             frozen = base == "pretrained" and f.trainable != "all"
             group = ("dropout" in mods, "l2sp" in mods, frozen)
             source = lambda: load(src.params, src.batch_stats)
-            mask = jax.vmap(masks_lib.ones_like)(params0)
+            mask = jax.tree.map(lambda p: np.ones(np.shape(p), bool), params0)  # all alive
         else:
             group = (False, False, False)
             source = lambda: load(src.rewind_params, src.rewind_batch_stats)
@@ -355,7 +354,7 @@ class _SizeRunner:
                     parallel.concat_runs([it[i] for it in items]) for i in (1, 2, 3)
                 )
                 n = len(items)
-                rep = lambda k, n=n: jnp.tile(k, (n, 1))
+                rep = lambda k, n=n: np.tile(k, (n, 1))
                 desc = f"size {transfer_report.train_size_label(self.size)} trial {trial}"
                 names = [it[0] for it in items]  # the live metrics only read
                 hook = self.live.finetune(self.i, trial, names, f"finetune {desc}")
