@@ -270,14 +270,16 @@ class _Hook:
         if self.on_chunk is not None:
             self.on_chunk(step, get_state)
 
-    def on_eval(self, step: int, out, runs, n: int) -> None:
+    def on_eval(self, step: int, out, groups, n: int) -> None:
         """Writes chunk ``out`` (per padded run: train loss, val loss and accuracy, test loss
-        and accuracy) of the ``n`` real ``runs`` at ``step``. Reads only."""
+        and accuracy) of the ``n`` real runs at ``step``; ``groups``: the list of run groups
+        (:mod:`lth_jax.loop`), or one run-batched state. Reads only."""
         live = self.live
-        opt = runs.opt_state
-        hyper = getattr(getattr(opt, "inner_state", None), "hyperparams", None) or {}
-        lr = hyper.get("learning_rate")
-        mask = opt.mask if hasattr(opt, "mask") else None
+        opts = [g.opt_state for g in (groups if isinstance(groups, list) else [groups])]
+        hyper = lambda o: getattr(getattr(o, "inner_state", None), "hyperparams", None) or {}
+        lrs = [hyper(o).get("learning_rate") for o in opts]
+        lr = None if lrs[0] is None else parallel.join_runs(lrs)
+        mask = parallel.join_runs([o.mask for o in opts]) if hasattr(opts[0], "mask") else None
         out, lr, mask = parallel.to_host((tuple(out), lr, mask))
         alive = None if mask is None else masks_lib.layer_alive_runs(mask)
         trials = [int(t) for t in self.trials()]
@@ -285,7 +287,7 @@ class _Hook:
         values = {}
         total = 0
         if alive:  # the records' density: exact integer counts over the prunable leaves
-            sizes = {p: int(np.prod(np.shape(m)[1:])) for p, m in masks_lib.named_leaves(opt.mask)}
+            sizes = {p: int(np.prod(np.shape(m)[1:])) for p, m in masks_lib.named_leaves(mask)}
             total = sum(sizes[p] for p in alive)
         for j, (arm, trial) in enumerate(labels):
             v = {name: float(np.asarray(o)[j]) for name, o in zip(NAMES, out)}

@@ -191,6 +191,7 @@ def train_copies(exp: lottery.Experiment, state, round_: int, on_chunk=None):
         keys("dropout"),
         exp.config.imp.rewind_step,
         desc=f"round {round_} copies",
+        groups=2,  # the two copies, each one round's batch of trials
         on_chunk=on_chunk,
     )
     part = lambda tree, j: parallel.take_runs(tree, j * t, (j + 1) * t)

@@ -1,8 +1,15 @@
 """The loop over an engine's compiled chunks: progress, snapshots, hooks, curves.
 
 :meth:`lth_jax.train.Engine.fit` calls :func:`run_chunks`; each iteration is one
-call of the compiled chunk program (``eval_every`` steps and an evaluation),
-whose per-run body is :func:`run_chunk`.
+call of the compiled chunk program (``eval_every`` steps and an evaluation)
+per group of runs, whose per-run body is :func:`run_chunk`.
+
+Groups: a batch of runs may be trained as several groups of equal size (the
+arms of a lottery round, each the size of round 0's batch), one call of the
+chunk program per group and chunk. Every run is computed by the same one-run
+program either way, so the results do not change; the gain is that rounds of
+different sizes share one compiled chunk program (a first run compiles it once,
+not once per size).
 """
 
 from __future__ import annotations
@@ -15,14 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from lth_jax import checkpoint as ckpt_lib
 from lth_jax import gmp as gmp_lib
 from lth_jax import timing
 from lth_jax.curves import Curves
 from lth_jax.data import pipeline
 from lth_jax.optim import fixed_rate
-from lth_jax.parallel import to_host
+from lth_jax.parallel import join_runs, to_host
 
-__all__ = ["run_chunks", "run_chunk"]
+__all__ = ["run_chunks", "run_chunk", "fit_hook"]
 
 
 def run_chunk(engine, run, s0, fixed_lr, data):
@@ -62,14 +70,18 @@ def run_chunks(
     on_chunk: Callable[..., Any] | None = None,
     resume: tuple[int, list, Any] | None = None,
 ):
-    """Trains ``runs`` (padded, sharded; donated) chunk by chunk up to ``engine.steps``.
+    """Trains ``runs`` chunk by chunk up to ``engine.steps``.
 
-    ``on_chunk(step, runs, outs, snapshot)`` sees the runs after each chunk
-    (read them before returning: they are donated to the next chunk), the
-    evaluation outputs so far and the snapshot so far; ``resume`` is
+    ``runs`` is a list of groups (each a run-batched state, padded, sharded;
+    donated), trained one after another in each chunk; outputs are joined in
+    group order. ``on_chunk(step, runs, outs, snapshot)`` sees the groups
+    after each chunk (read them before returning: they are donated to the
+    next chunk), the evaluation outputs so far (joined) and the snapshot so
+    far (a list of ``(params, batch_stats)``, one per group); ``resume`` is
     ``(step, outs, snapshot)`` as it saw them. Returns ``(runs, curves,
-    snapshot)``. ``fixed_lr_step``: ``None`` (the schedule), an int step or a
-    :class:`lth_jax.optim.FixedLR` (see :func:`lth_jax.optim.fixed_rate`).
+    snapshot)``, both lists of groups. ``fixed_lr_step``: ``None`` (the
+    schedule), an int step or a :class:`lth_jax.optim.FixedLR` (see
+    :func:`lth_jax.optim.fixed_rate`).
     """
     e = engine.eval_every
     if start_step % e or engine.steps % e:
@@ -94,7 +106,7 @@ def run_chunks(
             )
         eval_steps = list(range(start_step + e, first + 1, e))
     elif snapshot_step == start_step:
-        snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
+        snapshot = _copy(runs)
     # A constant learning rate (fine-tuning) is data of the chunk: -1 follows the schedule.
     fixed = jnp.float32(fixed_rate(engine.schedule, fixed_lr_step))
     bar = tqdm(
@@ -110,15 +122,17 @@ def run_chunks(
     try:
         for s0 in range(first, engine.steps, e):
             with timing.section("train"):  # dispatch to results; the first one compiles
-                runs, out = engine.chunk(runs, s0, fixed)
+                done = [engine.chunk(g, s0, fixed) for g in runs]
+                runs = [g for g, _ in done]
+                out = _join_outs([o for _, o in done])
                 if timer is not None:
                     jax.block_until_ready(out)
             if timer is not None:
-                timer.move("train", "eval", timing.calibrate_eval(engine, runs))
+                timer.move("train", "eval", timing.calibrate_eval(engine, runs[0]) * len(runs))
             outs.append(out)
             eval_steps.append(s0 + e)
             if snapshot_step == s0 + e:
-                snapshot = jax.tree.map(jnp.copy, (runs.params, runs.batch_stats))
+                snapshot = _copy(runs)
             if engine.progress:
                 jax.block_until_ready(out[1])
                 bar.set_postfix(val_loss=f"{float(jnp.mean(out[1])):.3f}")
@@ -138,3 +152,41 @@ def run_chunks(
         test_accuracy=stack(4),
     )
     return runs, curves, snapshot
+
+
+def fit_hook(on_chunk, n: int):
+    """The ``on_chunk`` of :func:`run_chunks` that :meth:`lth_jax.train.Engine.fit` passes.
+
+    After each chunk: ``on_chunk.on_eval(step, out, groups, n)`` first, when
+    ``on_chunk`` has that method (live metrics, :mod:`lth_jax.events`: it only
+    reads), then ``on_chunk(step, get_state)`` with ``get_state()`` the host
+    copy of the ``n`` real runs for a mid-round checkpoint
+    (:func:`lth_jax.checkpoint.partial_state`).
+    """
+    on_eval = getattr(on_chunk, "on_eval", None)
+
+    def hook(step, runs, outs, snapshot):
+        if on_eval is not None:
+            with timing.section("events"):
+                on_eval(step, outs[-1], runs, n)
+        with timing.section("checkpoint"):  # mid-round checkpoints
+
+            def get_state():
+                snap = None if snapshot is None else join_runs(snapshot)
+                return ckpt_lib.partial_state(join_runs(runs), outs, snap, n)
+
+            on_chunk(step, get_state)
+
+    return hook
+
+
+def _copy(groups):
+    """``(params, batch_stats)`` of every group, copied (the groups are donated next)."""
+    return [jax.tree.map(jnp.copy, (g.params, g.batch_stats)) for g in groups]
+
+
+def _join_outs(outs):
+    """One chunk's outputs of every group, joined in group order (on the host if several)."""
+    if len(outs) == 1:
+        return outs[0]
+    return tuple(np.concatenate(fields) for fields in zip(*to_host([tuple(o) for o in outs])))

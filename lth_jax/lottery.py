@@ -180,6 +180,7 @@ class Experiment:
             rep(self.keys(round_, "dropout")),
             start,
             desc=f"round {round_}",
+            groups=n_arms,  # each arm a group: every round's batch has round 0's shape
             **kw,
         )
 
@@ -223,7 +224,8 @@ class Experiment:
         from lth_jax.optim import FixedLR
 
         c = self.config
-        ticket_mask = self._prune(prev["ticket"]["params"], prev["ticket"]["mask"])
+        ticket = (prev["ticket"]["params"], prev["ticket"]["mask"])  # pruned on every device:
+        ticket_mask = self._prune(*parallel.shard_even(ticket, self.engine.mesh))  # random_mask too
         src = prev["rewind"] if c.imp.rewind == "weights" else prev["ticket"]
         inputs = arms_lib.ArmInputs(
             source=lambda: (src["params"], src.get("batch_stats", {})),

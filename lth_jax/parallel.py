@@ -59,9 +59,12 @@ __all__ = [
     "num_shards",
     "sharding",
     "shard",
+    "shard_even",
     "concat_runs",
     "take_runs",
     "pad_runs",
+    "split_runs",
+    "join_runs",
     "to_host",
     "is_main",
     "barrier",
@@ -335,6 +338,20 @@ def shard(tree, mesh):
     return tree if s is None else jax.device_put(tree, s)
 
 
+def shard_even(tree, mesh):
+    """:func:`shard` when the run count splits evenly over ``mesh`` in one process, else ``tree``.
+
+    A run-batched program given sharded inputs runs on every device (pruning's
+    sorts of 8 LeNet-300-100 trials: 0.48 s on one CPU core, 0.29 s on two),
+    with the same values.
+    """
+
+    n = jax.tree.leaves(tree)[0].shape[0]
+    if mesh is None or jax.process_count() > 1 or n % num_shards(mesh):
+        return tree
+    return shard(tree, mesh)
+
+
 def concat_runs(trees):
     """The trees concatenated along their leading (run) axis, leaf by leaf.
 
@@ -373,6 +390,35 @@ def pad_runs(tree, multiple: int):
         jax.tree.map(lambda a: xp(a).concatenate([a, xp(a).repeat(a[:1], pad, axis=0)]), tree),
         n,
     )
+
+
+def split_runs(tree, k: int) -> list:
+    """``tree`` cut on the host into ``k`` equal groups of consecutive runs (numpy leaves).
+
+    ``k = 1`` returns ``[tree]`` unchanged. The run count must be a multiple of ``k``.
+    """
+
+    if k == 1:
+        return [tree]
+    n = jax.tree.leaves(tree)[0].shape[0]
+    if n % k:
+        raise ValueError(f"{n} runs do not split into {k} equal groups")
+    m = n // k
+    leaves, treedef = jax.tree.flatten(tree)
+    leaves = [np.asarray(a) for a in leaves]
+    return [treedef.unflatten([a[i * m : (i + 1) * m] for a in leaves]) for i in range(k)]
+
+
+def join_runs(groups: list):
+    """The inverse of :func:`split_runs`: one tree, the groups' runs in order.
+
+    One group is returned as it is (wherever it lives); several are gathered
+    (:func:`to_host`) and joined on the host as numpy arrays.
+    """
+
+    if len(groups) == 1:
+        return groups[0]
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *to_host(list(groups)))
 
 
 def to_host(tree):

@@ -58,7 +58,7 @@ from jax.sharding import PartitionSpec
 
 from lth_jax import checkpoint as ckpt_lib
 from lth_jax import gmp as gmp_lib
-from lth_jax import loop, parallel, timing
+from lth_jax import loop, parallel
 from lth_jax import masks as masks_lib
 from lth_jax.curves import Curves
 from lth_jax.data import pipeline
@@ -412,6 +412,7 @@ class Engine:
         on_chunk: Callable[[int, Callable[[], tuple[dict, dict]]], Any] | None = None,
         resume: tuple[int, dict, dict] | None = None,
         gmp=None,
+        groups: int = 1,
     ) -> FitResult:
         """Trains a batch of runs from the given state: the one call every runner uses.
 
@@ -435,11 +436,15 @@ class Engine:
             gives ``(state, meta)``, a host copy of the batch in progress to save
             as a mid-round checkpoint (call it before returning). It may raise
             to stop training. An ``on_chunk`` with a method ``on_eval(step, out,
-            runs, n)`` gets the chunk's outputs and runs first (padded; ``n`` real).
+            groups, n)`` gets the chunk's outputs and the list of run groups
+            first (padded; ``n`` real runs).
           resume: ``(step, state, meta)`` as saved from ``get_state``: continues
             from there, bit for bit as an uninterrupted call. A state that does
             not fit these runs is reported on stderr and ignored.
           gmp: the runs' :class:`lth_jax.gmp.Schedule` (mask updates), or ``None``.
+          groups: train the runs as this many equal groups (:mod:`lth_jax.loop`):
+            same results; batches of ``groups`` times one size share its program
+            (in one process, when each group splits evenly over the devices).
 
         Returns:
           A :class:`FitResult` for the ``R`` real runs.
@@ -448,31 +453,25 @@ class Engine:
         if jax.process_count() == 1:  # padded and split over the devices from the host:
             inputs = jax.device_get(inputs)  # no padding or slicing programs to compile
         inputs, n = pad_runs(inputs, self.num_shards())
-        runs = self.new_runs(*inputs)
+        k = groups if n % groups == 0 and (n // groups) % self.num_shards() == 0 else 1
+        k = k if jax.process_count() == 1 else 1
+        runs = [self.new_runs(*g) for g in parallel.split_runs(inputs, k)]
         progress = None
         if resume is not None:
             step, state, meta = resume
             try:
                 restored, outs, snap = ckpt_lib.resume_state(
-                    state, meta, runs, (inputs[0], inputs[1]), n, self.num_shards()
+                    state, meta, runs[0], (inputs[0], inputs[1]), n, self.num_shards()
                 )
-                runs, progress = self.shard(restored), (step, outs, snap)
+                runs = [self.shard(g) for g in parallel.split_runs(restored, k)]
+                progress = (step, outs, None if snap is None else parallel.split_runs(snap, k))
             except (ValueError, KeyError, IndexError) as e:
                 print(
                     f"warning: the mid-round checkpoint of {desc} does not fit this run "
                     f"({e}); starting the round from its beginning",
                     file=sys.stderr,
                 )
-        hook, on_eval = None, getattr(on_chunk, "on_eval", None)
-        if on_chunk is not None:
-
-            def hook(step, runs, outs, snapshot):
-                if on_eval is not None:  # live metrics (lth_jax.events), first: it only reads
-                    with timing.section("events"):
-                        on_eval(step, outs[-1], runs, n)
-                with timing.section("checkpoint"):  # mid-round checkpoints
-                    on_chunk(step, lambda: ckpt_lib.partial_state(runs, outs, snapshot, n))
-
+        hook = None if on_chunk is None else loop.fit_hook(on_chunk, n)
         runs, curves, snap = loop.run_chunks(
             self,
             runs,
@@ -483,6 +482,7 @@ class Engine:
             on_chunk=hook,
             resume=progress,
         )
+        runs, snap = parallel.join_runs(runs), snap and parallel.join_runs(snap)
         # Results leave the devices (all processes'), are cut and put back: nothing compiles.
         cut = lambda t: (
             None if t is None else jax.device_put(jax.tree.map(lambda a: a[:n], to_host(t)))

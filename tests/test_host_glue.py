@@ -116,3 +116,19 @@ def test_random_mask_like_equals_the_double_argsort(seed):
     new = jax.jit(pruning.random_mask_like)(key, mask)
     assert _equal(new, jax.jit(_random_mask_double_argsort)(key, mask))
     assert int(new["a"]["kernel"].sum()) == int(mask["a"]["kernel"].sum())
+
+
+def test_pruning_on_every_device_gives_the_same_masks(exp):
+    params, _ = exp.engine.init(np.concatenate([exp.keys(0, "init"), exp.keys(1, "init")[:1]]))
+    mask = jax.tree.map(lambda p: np.ones(np.shape(p), bool), params)
+    mesh = exp.engine.mesh
+    assert parallel.num_shards(mesh) == 2
+    sharded = parallel.shard_even((params, mask), mesh)
+    assert jax.tree.leaves(sharded[0])[0].sharding.spec[0] == "runs"
+    assert parallel.shard_even((params, mask), None)[0] is params
+    prune = jax.jit(jax.vmap(lambda p, m: pruning.magnitude_prune(p, m, 0.4)))
+    rand = jax.jit(jax.vmap(pruning.random_mask_like))
+    one, spread = prune(params, mask), prune(*sharded)
+    assert _equal(one, spread)
+    keys = np.stack([np.asarray(jax.random.PRNGKey(i)) for i in range(4)])
+    assert _equal(rand(keys, one), rand(keys, spread))
