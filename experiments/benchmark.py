@@ -192,6 +192,7 @@ def measure(args, s):
         res["imp"] = timed("imp", imp.imp, s, compiles)
     res["lenet"] = timed("lenet", lenet.lenet, s, roof, compiles)
     res["gemm_ceiling"] = timed("gemm_ceiling", roofline.gemm_ceiling, s, roof)
+    res["stream"] = timed("stream", roofline.stream, s)
     res["compile_cache"] = timed("compile_cache", imp.compile_cache, s)
     if jax.default_backend() != "cpu" or args.conv:
         res["conv"] = timed("conv", accel.conv_models, s, roof, args.peak_tflops)

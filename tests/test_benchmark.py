@@ -75,6 +75,12 @@ def test_benchmark_quick(tmp_path):
     assert _positive(m["peak_rss_mib"])
     assert 0 < m["final_density"] < 1
 
+    st = res["stream"]
+    assert _positive(st["median"]) and st["K"] == 2 and st["bytes_per_element"] == 12
+    ceiling = _bench_modules().report._adam_ceiling(res)
+    sgd = L["engine_many_sgd_unmasked"]["median"]
+    assert 0 < ceiling["median"] < sgd and 0 < ceiling["mfu"] < L["engine_many_sgd_unmasked"]["mfu"]
+
     cc = res["compile_cache"]
     assert _positive(cc["cold_s"]) and _positive(cc["cached_s"])
     assert _positive(res["memory"]["peak_rss_mib"])

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from bench.roofline import ADAM_EXTRA_BYTES, adam_ceiling
+
 BEGIN = "<!-- speed benchmark (experiments/benchmark.py): begin -->"
 END = "<!-- speed benchmark (experiments/benchmark.py): end -->"
 PARTS = (
@@ -95,6 +97,24 @@ def _lenet_rows(res):
                     "MFU " + pct(g["mfu"]) + " (the matmuls of a step, nothing else)",
                 )
             )
+    if "stream" in res:
+        st = res["stream"]
+        rows.append(
+            (
+                f"memory stream, {st['K']} runs, {st['devices']} devices",
+                f"{st['median'] / 1e9:.1f} GB/s",
+                "x = 0.999 x + a, arrays of 4 x LeNet's weights (an Adam step's), 12 B/element",
+            )
+        )
+        c = _adam_ceiling(res)
+        rows.append(
+            (
+                "LeNet ceiling: SGD engine + one-pass masked Adam",
+                f"{c['median']:.0f} trial-steps/s",
+                f"MFU {pct(c['mfu'])}: moments and mask moved once "
+                f"({ADAM_EXTRA_BYTES} B/weight) at that bandwidth",
+            )
+        )
     for r in L["trials"]:
         rows.append(
             (
@@ -292,8 +312,26 @@ def targets_text(res):
             f"reaches {_pct(sgd['mfu'])} of the roofline"
         )
         g = (res.get("gemm_ceiling") or {}).get("many")
-        text += f", and its matmuls alone {_pct(g['mfu'])}." if g else "."
+        text += f", and its matmuls alone {_pct(g['mfu'])}" if g else ""
+        if "stream" in res:
+            bound = _pct(_adam_ceiling(res)["mfu"])
+            text += (
+                "; with a masked Adam that moves the moments and the mask once per step at the "
+                f"measured memory bandwidth, it would reach at most {bound}"
+            )
+        text += "."
     return text
+
+
+def _adam_ceiling(res):
+    """The plain-SGD engine plus a one-pass masked Adam at the measured bandwidth."""
+    L = res["lenet"]
+    return adam_ceiling(
+        L["engine_many_sgd_unmasked"]["median"],
+        res["stream"]["median"],
+        L["model_flops_per_step"],
+        res["roofline"]["gflops"],
+    )
 
 
 def _machine(res):

@@ -131,3 +131,70 @@ def gemm_ceiling(s, roof):
         st.update(K=k, devices=ndev, mfu=st["median"] * flops / (roof * 1e9))
         out[label] = st
     return out
+
+
+#: Bytes per weight a one-pass masked Adam step moves beyond an SGD step: the two
+#: moments read and written (4 x 4 bytes) and the boolean mask read (1 byte).
+ADAM_EXTRA_BYTES = 17
+
+
+def stream(s):
+    """Memory bandwidth in the engine's layout, at the size of LeNet-300-100's weights.
+
+    Per run, a ``lax.scan`` of ``steps`` iterations of ``x = 0.999 * x + a``
+    (one loop: ``x`` and ``a`` read, ``x`` written, 12 bytes per element) over
+    arrays of 4 x 266,610 float32: a run's working set is then that of a
+    masked-Adam step (weights, gradient, two moments; over 4 MB), larger than a
+    core's L2 cache, as in the engine (with arrays of one weight tree it would
+    stay in L2 and measure that cache instead). Runs are spread over the
+    devices with ``shard_map`` and one after another on each device, as the
+    engine trains them. Returns bytes per second over all devices (median of ``repeats``).
+    With :func:`gemm_ceiling` and the plain-SGD engine it bounds what a
+    masked-Adam loop could reach: the SGD step plus :data:`ADAM_EXTRA_BYTES`
+    per weight at this bandwidth (the moments and the mask, moved once).
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from lth_jax import parallel
+
+    n, k, steps = 4 * 266_610, s.many, s.steps
+    ndev = len(jax.local_devices())
+    mesh = parallel.make_mesh(ndev)
+    spec = PartitionSpec("runs")
+
+    def one_run(xa):
+        x, a = xa
+        return jax.lax.scan(lambda x, _: (0.999 * x + a, None), x, None, length=steps)[0]
+
+    cpu = jax.default_backend() == "cpu"  # the engine's option: the carry updated in place
+    f = jax.jit(
+        jax.shard_map(
+            lambda xa: jax.lax.map(one_run, xa), mesh=mesh, in_specs=spec, out_specs=spec
+        ),
+        compiler_options={"xla_cpu_copy_insertion_use_region_analysis": True} if cpu else None,
+    )
+    put = lambda v: jax.device_put(jnp.full((k, n), v, jnp.float32), NamedSharding(mesh, spec))
+    xa = (put(1.0), put(1e-3))
+    jax.block_until_ready(f(xa))
+    samples = []
+    for _ in range(s.repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(f(xa))
+        samples.append(12 * n * k * steps / (time.perf_counter() - t))
+    out = stats(samples)
+    out.update(K=k, devices=ndev, elements=n, bytes_per_element=12, steps_per_call=steps)
+    return out
+
+
+def adam_ceiling(sgd_rate, bandwidth, flops, roof):
+    """Trial-steps/s and MFU of the plain-SGD engine plus a one-pass masked Adam.
+
+    Args:
+      sgd_rate: the plain-SGD engine's trial-steps/s (all devices).
+      bandwidth: :func:`stream`'s bytes/s (all devices).
+      flops: model FLOPs per training step; roof: the roofline, GFLOP/s.
+    """
+    seconds = 1.0 / sgd_rate + ADAM_EXTRA_BYTES * 266_610 / bandwidth
+    return {"median": 1.0 / seconds, "mfu": flops / seconds / (roof * 1e9)}
