@@ -273,28 +273,24 @@ class _Hook:
     def on_eval(self, step: int, out, groups, n: int) -> None:
         """Writes chunk ``out`` (per padded run: train loss, val loss and accuracy, test loss
         and accuracy) of the ``n`` real runs at ``step``; ``groups``: the list of run groups
-        (:mod:`lth_jax.loop`), or one run-batched state. Reads only."""
+        (:mod:`lth_jax.loop`). Reads only."""
         live = self.live
-        opts = [g.opt_state for g in (groups if isinstance(groups, list) else [groups])]
+        opts = [g.opt_state for g in groups]
         hyper = lambda o: getattr(getattr(o, "inner_state", None), "hyperparams", None) or {}
         lrs = [hyper(o).get("learning_rate") for o in opts]
         lr = None if lrs[0] is None else parallel.join_runs(lrs)
         mask = parallel.join_runs([o.mask for o in opts]) if hasattr(opts[0], "mask") else None
         out, lr, mask = parallel.to_host((tuple(out), lr, mask))
-        alive = None if mask is None else masks_lib.layer_alive_runs(mask)
+        density = None if mask is None else masks_lib.run_densities(mask)[0]
         trials = [int(t) for t in self.trials()]
         labels = [(a, t) for a in self.arms for t in trials][:n]
         values = {}
-        total = 0
-        if alive:  # the records' density: exact integer counts over the prunable leaves
-            sizes = {p: int(np.prod(np.shape(m)[1:])) for p, m in masks_lib.named_leaves(mask)}
-            total = sum(sizes[p] for p in alive)
         for j, (arm, trial) in enumerate(labels):
             v = {name: float(np.asarray(o)[j]) for name, o in zip(NAMES, out)}
             if lr is not None:
                 v["learning_rate"] = float(np.asarray(lr)[j])
-            if total:
-                v["density"] = sum(int(c[j]) for c in alive.values()) / total
+            if density is not None and density[j] is not None:  # the records' density
+                v["density"] = density[j]
             values[f"{self.prefix}{arm}/trial_{trial}"] = v
         self.folders.update(values)
         if live.tensorboard or live._run is not None:

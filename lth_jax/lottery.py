@@ -276,10 +276,7 @@ class Experiment:
         return state, self._records(round_, arms, mask, out, start=k)
 
     def _records(self, round_, arms, mask, out, start):
-        # Densities from exact integer counts (float32 division would misstate 1.0).
-        alive = masks_lib.layer_alive_runs(parallel.to_host(mask))
-        sizes = {p: int(np.prod(np.shape(m)[1:])) for p, m in masks_lib.named_leaves(mask)}
-        total = sum(sizes[p] for p in alive)
+        density, layer_density = masks_lib.run_densities(parallel.to_host(mask))
         fail = out.fail_step
         records = []
         t = len(self.trials)
@@ -299,8 +296,8 @@ class Experiment:
                     "trial": trial,
                     "status": "nan" if failed else "ok",
                     "fail_step": int(fail[j]) if failed else None,
-                    "density": sum(int(v[j]) for v in alive.values()) / total,
-                    "layer_density": {p: int(v[j]) / sizes[p] for p, v in alive.items()},
+                    "density": density[j],
+                    "layer_density": layer_density[j],
                     "start_step": int(start),
                     "train_steps": int(self.config.train.steps - start),
                     **curve_fields(out.curves, j, self.config.train.early_stop_metric),

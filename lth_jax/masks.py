@@ -56,6 +56,7 @@ __all__ = [
     "layer_density",
     "layer_alive",
     "layer_alive_runs",
+    "run_densities",
     "count",
     "check_matches",
     "keep_pruned",
@@ -281,6 +282,27 @@ def layer_alive_runs(masks, prunable: Prunable = None) -> dict[str, np.ndarray]:
         for (path, m), f in zip(named_leaves(masks), flags)
         if f
     }
+
+
+def run_densities(masks, prunable: Prunable = None):
+    """Per run of run-batched ``masks``: the density and ``{path: density}`` of prunable leaves.
+
+    From exact integer counts (:func:`layer_alive_runs`; a float32 division
+    would misstate 1.0). Returns ``(densities, layer_densities)``, two lists
+    with one entry per run; a density is ``None`` when no leaf is prunable.
+
+    Example:
+      >>> import numpy as np
+      >>> run_densities({"d": {"kernel": np.array([[[True, False]], [[True, True]]])}})
+      ([0.5, 1.0], [{'d/kernel': 0.5}, {'d/kernel': 1.0}])
+    """
+    alive = layer_alive_runs(masks, prunable)
+    sizes = {p: int(np.prod(np.shape(m)[1:])) for p, m in named_leaves(masks) if p in alive}
+    total = sum(sizes.values())
+    runs = range(np.shape(jax.tree.leaves(masks)[0])[0])
+    densities = [sum(int(v[j]) for v in alive.values()) / total if total else None for j in runs]
+    layers = [{p: int(v[j]) / sizes[p] for p, v in alive.items()} for j in runs]
+    return densities, layers
 
 
 class KeepPrunedState(NamedTuple):

@@ -71,14 +71,20 @@ def _package_version() -> str | None:
         return None
 
 
+def _read_index(root: str) -> dict:
+    """``index.json`` of ``root`` (``{}`` when missing or unreadable)."""
+    try:
+        with open(os.path.join(root, _INDEX), encoding="utf-8") as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
 def _indexed(root: str) -> str | None:
     """The cache file name ``index.json`` gives this package version, or ``None``."""
     version = _package_version()
-    try:
-        with open(os.path.join(root, _INDEX), encoding="utf-8") as f:
-            name = json.load(f).get(version) if version else None
-    except (OSError, ValueError, AttributeError):
-        return None
+    name = _read_index(root).get(version) if version else None
     ok = isinstance(name, str) and re.fullmatch(r"mnist1d-[0-9a-f]{12}\.npz", name)
     return name if ok else None
 
@@ -87,14 +93,9 @@ def _remember(path: str) -> None:
     """Records ``path``'s file name for this package version in ``index.json`` (best effort)."""
     root, name = os.path.split(path)
     version = _package_version()
-    if version is None or _indexed(root) == name:
+    index = _read_index(root) if version else {}
+    if version is None or index.get(version) == name:
         return
-    try:
-        with open(os.path.join(root, _INDEX), encoding="utf-8") as f:
-            index = json.load(f)
-        index = index if isinstance(index, dict) else {}
-    except (OSError, ValueError):
-        index = {}
     index[version] = name
     try:
         fd, tmp = tempfile.mkstemp(dir=root, suffix=".json.tmp")
