@@ -62,15 +62,11 @@ from lth_jax import loop, parallel
 from lth_jax import masks as masks_lib
 from lth_jax.curves import Curves
 from lth_jax.data import pipeline
-from lth_jax.optim import FixedLR, make_optimizer, make_schedule, set_learning_rate
+from lth_jax.loop import cross_entropy  # the training loss, defined beside the step
+from lth_jax.optim import FixedLR, make_optimizer, make_schedule
 from lth_jax.parallel import pad_runs, to_host
 
 __all__ = ["RunState", "FitResult", "Engine", "cross_entropy"]
-
-
-def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy with integer labels."""
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 class RunState(NamedTuple):
@@ -319,42 +315,6 @@ class Engine:
         if train:
             return self.model.apply(variables, x, train=True, rngs={"dropout": rng}), batch_stats
         return self.model.apply(variables, x, train=False), batch_stats
-
-    def _run_step(self, run: RunState, s, lr, train):
-        train_x, train_y = train
-        spe = self.steps_per_epoch
-        i = s % spe
-        perm = jax.lax.cond(
-            i == 0,
-            lambda: pipeline.epoch_permutation(run.data_key, s // spe, self.n_train),
-            lambda: run.perm,
-        )
-        idx = pipeline.batch_indices(perm, i, self.batch_size)
-        x, y = train_x[idx], train_y[idx]
-        step_key = jax.random.fold_in(run.dropout_key, s)
-        if self.augment:
-            x = pipeline.random_crop_flip(jax.random.fold_in(step_key, 1), x)
-
-        def loss_fn(p):
-            logits, bs = self._apply(p, run.batch_stats, x, True, step_key)
-            return cross_entropy(logits, y), bs
-
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(run.params)
-        opt_state = set_learning_rate(run.opt_state, lr)
-        updates, opt_state = self.tx.update(grads, opt_state, run.params)
-        new_params = optax.apply_updates(run.params, updates)
-        alive = run.fail_step < 0
-        finite = jnp.isfinite(loss)
-        ok = alive & finite
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-        run = run._replace(
-            params=keep(new_params, run.params),
-            batch_stats=keep(batch_stats, run.batch_stats),
-            opt_state=keep(opt_state, run.opt_state),
-            perm=perm,
-            fail_step=jnp.where(alive & ~finite, s, run.fail_step),
-        )
-        return run, loss
 
     def _evaluate(self, params, batch_stats, split):
         xs, ys, ws = split
