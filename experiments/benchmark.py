@@ -31,7 +31,9 @@ What it measures (the parts live in ``experiments/bench/``):
   (:class:`lth_jax.train.Engine`) with one trial on one device and K = 1, 2,
   4, 8, 16 trials on all local devices, masked and unmasked, plain SGD, a
   jitted step called from a Python loop, and the matmuls of a step alone
-  (the GEMM ceiling).
+  (the GEMM ceiling); and where the K-trial loop's step goes, from one call
+  traced with the JAX profiler (:mod:`bench.breakdown`: matmuls, optimizer
+  update, batch, other operations, the runtime between them).
 * **IMP** (:mod:`bench.imp`): ``lth_jax.lottery.run`` of 8 trials x 10 rounds
   in process: seconds per round, how many times the chunk program compiled
   (``jax.monitoring`` events), peak memory; the persistent compilation cache,

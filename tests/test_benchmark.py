@@ -36,10 +36,10 @@ def _benchmark(args, env, cwd):
 def _bench_modules():
     sys.path.insert(0, os.path.join(ROOT, "experiments"))
     try:
-        from bench import accel, e2e, report
+        from bench import accel, breakdown, e2e, report
     finally:
         sys.path.pop(0)
-    return types.SimpleNamespace(accel=accel, e2e=e2e, report=report)
+    return types.SimpleNamespace(accel=accel, breakdown=breakdown, e2e=e2e, report=report)
 
 
 def test_benchmark_quick(tmp_path):
@@ -80,6 +80,15 @@ def test_benchmark_quick(tmp_path):
     ceiling = _bench_modules().report._adam_ceiling(res)
     sgd = L["engine_many_sgd_unmasked"]["median"]
     assert 0 < ceiling["median"] < sgd and 0 < ceiling["mfu"] < L["engine_many_sgd_unmasked"]["mfu"]
+
+    # where the K-run loop's time goes: every traced operation found in the program's HLO,
+    # the parts add up to the traced step, and the matmuls and the update took time
+    bd = L["loop_breakdown"]
+    assert bd["ops_not_in_hlo"] == 0 and bd["events"] > 0
+    cats = bd["categories_us"]
+    assert abs(sum(cats.values()) + bd["executor_us"] - bd["step_us"]) < 1e-6 * bd["step_us"]
+    assert _positive(cats["matmuls"]) and _positive(cats["update"]) and _positive(cats["batch"])
+    assert cats["matmuls"] + cats["update"] < bd["step_us"]
 
     cc = res["compile_cache"]
     assert _positive(cc["cold_s"]) and _positive(cc["cached_s"])
@@ -290,3 +299,30 @@ def test_sparse_findings_say_where_sparse_loses():
     assert "larger than the dense float32 weights at 100%; at 10% it is 0.20x" in text
     assert "jax BCSR at 100% and 50%" in text
     assert "jax BCOO at every density" in text and "scipy CSR at no density" in text
+
+
+def test_breakdown_own_times_and_categories():
+    """An operation's own time excludes what ran inside it; dots are matmuls, scopes the rest."""
+    import jax
+    import jax.numpy as jnp
+
+    bd = _bench_modules().breakdown
+    ev = lambda name, ts, dur, tid=1: {"name": name, "ts": ts, "dur": dur, "tid": tid}
+    events = [ev("cond", 0, 10), ev("a", 1, 3), ev("b", 5, 4), ev("c", 12, 2), ev("d", 1, 5, 2)]
+    own = {e["name"]: t for e, t in bd.own_times(events)}
+    assert own == {"cond": 3, "a": 3, "b": 4, "c": 2, "d": 5}
+
+    def f(w, x):
+        with jax.named_scope("batch"):
+            x = x * 2.0
+        with jax.named_scope("update"):
+            y = jnp.tanh(x @ w)
+        return y
+
+    w, x = jnp.ones((8, 8)), jnp.ones((4, 8))
+    ops = bd.hlo_ops(jax.jit(f).lower(w, x).compile().as_text())
+    # the entry's operations: the scaled input, the matmul (a library fusion or a dot), tanh
+    entry = {n: c for n, (c, op) in ops.items() if op.startswith("jit(f)/")}
+    assert {entry[n] for n in entry if "dot" in ops[n][1]} == {"matmuls"}
+    assert {entry[n] for n in entry if ops[n][1].endswith("/mul")} == {"batch"}
+    assert {entry[n] for n in entry if ops[n][1].endswith("/tanh")} == {"update"}

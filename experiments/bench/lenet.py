@@ -300,6 +300,11 @@ def lenet(s, roof, compiles):
     many = next(r for r in trials if r["K"] == s.many)
     res["engine_many"] = {**many, "K": s.many}
     res["engine_many_sgd_unmasked"] = {**sgd_many.result(), "K": s.many}
+    # Where the K-run loop's time goes: one more call of the same engine, traced.
+    from bench import breakdown
+
+    runs = fresh_runs(eng_all, s.many, density=0.51)
+    res["loop_breakdown"] = breakdown.loop(eng_all, runs, s.many * steps, many["median"])
     del eng_m, eng_u, eng_all, eng_sgd
     res["python_loop_1trial"] = python_loop(s, data, model)
     for key in (

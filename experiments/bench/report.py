@@ -115,6 +115,15 @@ def _lenet_rows(res):
                 f"({ADAM_EXTRA_BYTES} B/weight) at that bandwidth",
             )
         )
+    if "loop_breakdown" in L:
+        b = L["loop_breakdown"]
+        rows.append(
+            (
+                f"  where a step goes, {many['K']} runs (traced)",
+                f"{b['step_us']:.0f} us/trial-step",
+                _breakdown_text(b) + " (per device)",
+            )
+        )
     for r in L["trials"]:
         rows.append(
             (
@@ -319,8 +328,34 @@ def targets_text(res):
                 "; with a masked Adam that moves the moments and the mask once per step at the "
                 f"measured memory bandwidth, it would reach at most {bound}"
             )
+        b = L.get("loop_breakdown")
+        if b:
+            text += (
+                f"; a traced step of the {many['K']}-trial loop goes to "
+                + _breakdown_text(b)
+                + " (the optimizer update: Adam's moments, the mask, the non-finite-loss guard)"
+            )
         text += "."
     return text
+
+
+#: The loop breakdown's categories as the README names them (bench.breakdown).
+BREAKDOWN_NAMES = {
+    "matmuls": "matmuls",
+    "update": "optimizer update",
+    "batch": "batch",
+    "forward_backward": "other forward/backward",
+    "evaluate": "evaluation",
+    "other": "other",
+    "executor": "runtime",
+}
+
+
+def _breakdown_text(b, at_least=0.005):
+    """``matmuls 53%, optimizer update 30%, ...``: shares of the traced step, largest first."""
+    parts = {**b["categories_us"], "executor": b["executor_us"]}
+    shares = sorted(((v / b["step_us"], k) for k, v in parts.items()), reverse=True)
+    return ", ".join(f"{BREAKDOWN_NAMES[k]} {_pct(x)}" for x, k in shares if x >= at_least)
 
 
 def _adam_ceiling(res):
