@@ -43,6 +43,16 @@ def _lenet_rows(res):
         for where, v in e.items():
             name = f"  matmul {n}^3, {where.replace('_', ' ')}"
             rows.append((name, f"{v['median']:.0f}", f"best {v['best']:.0f} GFLOP/s"))
+    if "roofline_again" in res:
+        a = res["roofline_again"]
+        _, n, where = max((v["best"], n, w) for n, e in a["sizes"].items() for w, v in e.items())
+        rows.append(
+            (
+                "  all sizes again, after the loops",
+                f"{a['gflops']:.0f}",
+                f"best GFLOP/s ({n}^3, {where.replace('_', ' ')}); the roofline: the higher best",
+            )
+        )
     f = lambda r: f"{r['median']:.0f}"
     pct = lambda x: f"{100 * x:.0f}%"
     cores = lambda r: f", {r['cores_used']:.1f} cores" if r.get("cores_used") else ""
