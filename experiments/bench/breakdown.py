@@ -5,7 +5,7 @@ duration). Each operation's own time (its duration less that of operations run
 inside it, such as a conditional's branch) is put in a category read from the
 compiled chunk program's HLO:
 
-* ``matmuls``: ``dot`` operations and fusions that contain one (XLA's CPU
+* ``matmuls``: the training steps' ``dot`` operations and fusions that contain one (XLA's CPU
   library fusions of a matmul and its neighbours);
 * the rest by the named scope in the operation's metadata, set by
   :func:`lth_jax.loop.train_step`: ``update`` (the optimizer chain with its
@@ -17,10 +17,11 @@ compiled chunk program's HLO:
 
 Figures are per trial-step on one device: the summed time of a category over
 all devices divided by the trial-steps done. ``executor`` is the rest of the
-traced call's time (its wall time x devices / trial-steps): the runtime's
-dispatch between operations, the host's work in ``fit``, and the cost of
-tracing itself, which makes the traced call a few percent slower than the
-untraced one (``untraced_step_us``, from the loop row's median rate).
+traced call's time (its wall time x devices / trial-steps), the ``while``
+loops' own time included: the runtime's dispatch between operations, the
+host's work in ``fit``, and the cost of tracing itself, which makes the traced
+call a few percent slower than the untraced one (``untraced_step_us``, from the
+loop row's median rate).
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ def hlo_ops(text):
             matmul = opcode in ("dot", "convolution") or (
                 opcode == "fusion" and called is not None and has_dot.get(called.group(1), False)
             )
-            cat = "executor" if opcode == "while" else "matmuls" if matmul else _scope(op_name)
+            cat = _scope(op_name)
+            if opcode == "while":
+                cat = "executor"
+            elif matmul and cat != "evaluate":
+                cat = "matmuls"
             ops[name] = (cat, op_name)
     return ops
 
