@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -128,12 +129,16 @@ def test_a_second_run_on_a_busy_workdir_is_refused_at_once(env, finished, tmp_pa
         while not (lock.exists() and lock.read_text().startswith("lth-jax pid")):
             assert time.monotonic() < deadline and first.poll() is None, first.communicate()
             time.sleep(0.05)
+        # The first run is paused while the second starts: it holds the lock however fast
+        # it would otherwise finish (a small run can end before a second process is up).
+        os.kill(first.pid, signal.SIGSTOP)
         t = time.monotonic()
         rc, _, err = _run(env, d, "--config.optimizer.learning_rate=0.01", timeout=60)
         line = _one_line(err)
         assert rc == 2 and f"pid {first.pid}" in line and "in use" in line
         assert time.monotonic() - t < 30
     finally:
+        os.kill(first.pid, signal.SIGCONT)
         out, err = first.communicate(timeout=240)
     assert first.returncode == 0, err
     # The first run's results are those of a run alone.
