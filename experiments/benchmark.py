@@ -22,7 +22,8 @@ What it measures (the parts live in ``experiments/bench/``):
 * **roofline** (:mod:`bench.roofline`): f32 matmul throughput of this machine
   measured with JAX on square matrices (sizes 512 to 2048; one matmul on one
   device with all its intra-op threads, and one matmul per device on all
-  devices at once). The roofline is the best of these (``2 n^3 / time``).
+  devices at once), before the loops and again after them. The roofline is the
+  best of these (``2 n^3 / time``); every MFU is against it.
 * **LeNet-300-100** (:mod:`bench.lenet`; 784-300-100-10, MNIST-shaped random
   data, batch 60, Adam 1.2e-3, a pruned mask at 51% density): training steps
   per second and model-FLOPs utilization, ``MFU = F * steps/s / roofline`` with

@@ -326,3 +326,27 @@ def test_breakdown_own_times_and_categories():
     assert {entry[n] for n in entry if "dot" in ops[n][1]} == {"matmuls"}
     assert {entry[n] for n in entry if ops[n][1].endswith("/mul")} == {"batch"}
     assert {entry[n] for n in entry if ops[n][1].endswith("/tanh")} == {"update"}
+
+
+def test_readme_model_flops_arithmetic():
+    """The README's MFU note: the model FLOPs of a LeNet-300-100 step and the part computed."""
+    import jax
+    import numpy as np
+
+    from lth_jax import models
+
+    shapes = jax.eval_shape(
+        lambda k: models.get("lenet300_100").init(k, np.zeros((1, 28, 28, 1), np.float32)),
+        jax.random.PRNGKey(0),
+    )
+    kernels = [a.shape for a in jax.tree.leaves(shapes) if len(a.shape) == 2]
+    macs = sum(a * b for a, b in kernels)
+    assert macs == 266_200
+    model, first_input_grad = 6 * macs * 60, 2 * kernels[0][0] * kernels[0][1] * 60
+    computed = model - first_input_grad
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    text = " ".join(text.split())  # the paragraph is wrapped
+    assert f"= {model / 1e6:.1f} MFLOP per LeNet-300-100 training step" in text
+    assert f"first layer's input gradient ({first_input_grad / 1e6:.1f} MFLOP)" in text
+    assert f"matmuls are {computed / 1e6:.1f} of the {model / 1e6:.1f} MFLOP" in text
+    assert f"would show about {round(100 * model / computed, -1):.0f}% MFU" in text

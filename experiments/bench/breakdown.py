@@ -20,8 +20,8 @@ all devices divided by the trial-steps done. ``executor`` is the rest of the
 traced call's time (its wall time x devices / trial-steps), the ``while``
 loops' own time included: the runtime's dispatch between operations, the
 host's work in ``fit``, and the cost of tracing itself, which makes the traced
-call a few percent slower than the untraced one (``untraced_step_us``, from the
-loop row's median rate).
+call slower than the untraced one (``untraced_step_us``, from the loop row's
+median rate; the table shows both).
 """
 
 from __future__ import annotations
