@@ -121,14 +121,17 @@ def loop(eng, runs_inputs, trial_steps, untraced_rate):
         jax.block_until_ready(eng.fit(*runs_inputs).params)
         traced_s = time.perf_counter() - t
         jax.profiler.stop_trace()
-        (path,) = glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True)
-        with gzip.open(path) as f:
-            events = json.load(f)["traceEvents"]
+        events = []
+        for path in glob.glob(os.path.join(d, "**", "*.trace.json.gz"), recursive=True):
+            with gzip.open(path) as f:
+                events += json.load(f)["traceEvents"]
     events = [
         e
         for e in events
         if e.get("ph") == "X" and e.get("args", {}).get("hlo_module", "").startswith(module)
     ]
+    if not events:
+        raise RuntimeError(f"the trace holds no operation of {module} (another backend?)")
     devices = eng.num_shards()
     per_cat = dict.fromkeys((*CATEGORIES, "executor"), 0.0)
     per_op = collections.Counter()

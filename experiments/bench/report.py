@@ -85,6 +85,8 @@ def _lenet_rows(res):
             + cores(many),
         ),
     ]
+    if "loop_breakdown_skipped" in L:
+        rows.append(("  where its step goes", "skipped", L["loop_breakdown_skipped"][:80]))
     if "loop_breakdown" in L:
         b = L["loop_breakdown"]
         rows.append(
