@@ -180,7 +180,7 @@ def run_chunks(
             with timing.section("train"):  # dispatch to results; the first one compiles
                 done = [engine.chunk(g, s0, fixed) for g in runs]
                 runs = [g for g, _ in done]
-                out = _join_outs([o for _, o in done])
+                out = join_runs([tuple(o) for _, o in done])  # group order
                 if timer is not None:
                     jax.block_until_ready(out)
             if timer is not None:
@@ -239,10 +239,3 @@ def fit_hook(on_chunk, n: int):
 def _copy(groups):
     """``(params, batch_stats)`` of every group, copied (the groups are donated next)."""
     return [jax.tree.map(jnp.copy, (g.params, g.batch_stats)) for g in groups]
-
-
-def _join_outs(outs):
-    """One chunk's outputs of every group, joined in group order (on the host if several)."""
-    if len(outs) == 1:
-        return outs[0]
-    return tuple(np.concatenate(fields) for fields in zip(*to_host([tuple(o) for o in outs])))

@@ -303,7 +303,7 @@ def lenet(s, roof, compiles):
     # Where the K-run loop's time goes: one more call of the same engine, traced.
     from bench import breakdown
 
-    runs = fresh_runs(eng_all, s.many, density=0.51)
+    runs = fresh_runs(eng_all, s.many, density=sweep[s.many].density)  # the loop row's runs
     try:
         res["loop_breakdown"] = breakdown.loop(eng_all, runs, s.many * steps, many["median"])
     except Exception as e:  # a profiler that traces differently (another backend): say so
