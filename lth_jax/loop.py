@@ -45,7 +45,13 @@ def run_chunk(engine, run, s0, fixed_lr, data):
     """
     spe = engine.steps_per_epoch
     with jax.named_scope("batch"):
-        perm0 = pipeline.epoch_permutation(run.data_key, s0 // spe, engine.n_train)
+        # A run from the chunk before carries its epoch's order; a new run (perm -1)
+        # draws it here, unless s0 starts an epoch (then step s0 draws it).
+        perm0 = jax.lax.cond(
+            (s0 % spe != 0) & (run.perm[0] < 0),
+            lambda: pipeline.epoch_permutation(run.data_key, s0 // spe, engine.n_train),
+            lambda: run.perm,
+        )
     run = run._replace(perm=perm0)
 
     def body(run, s):

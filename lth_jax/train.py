@@ -28,7 +28,10 @@ Rules stated exactly:
 * **Data order.** Step ``s`` uses batch ``s mod E`` of
   :func:`lth_jax.data.epoch_permutation` ``(data_key, s // E, n_train)`` where
   ``E = n_train // batch_size`` (the remainder of an epoch is dropped). Two
-  runs with the same data key see the same batches.
+  runs with the same data key see the same batches. A run carries its
+  epoch's permutation (``RunState.perm``) from one chunk to the next, so it
+  is drawn once per epoch; a new run holds ``-1`` and draws it in its first
+  chunk.
 * **Dropout.** Step ``s`` uses ``fold_in(dropout_key, s)``.
 * **Learning rate.** Step ``s`` uses ``schedule(s)``, or one constant rate
   for the whole fit when one is given (fine-tuning: ``imp.finetune_lr``, or
@@ -75,7 +78,7 @@ class RunState(NamedTuple):
     params: Any
     batch_stats: Any
     opt_state: Any
-    perm: jax.Array
+    perm: jax.Array  # the order of the epoch of the last step done; -1: none drawn yet
     data_key: jax.Array
     dropout_key: jax.Array
     fail_step: jax.Array
@@ -234,7 +237,7 @@ class Engine:
             params=params,
             batch_stats=batch_stats,
             opt_state=opt_state,
-            perm=jnp.zeros((self.n_train,), jnp.int32),
+            perm=jnp.full((self.n_train,), -1, jnp.int32),  # none drawn yet
             data_key=data_key,
             dropout_key=dropout_key,
             fail_step=jnp.int32(-1),
@@ -251,7 +254,10 @@ class Engine:
     def chunk(self, runs: RunState, start: int, fixed_lr):
         """One call of the compiled chunk program: ``eval_every`` steps from ``start``, then
         evaluation. ``runs`` is donated; ``fixed_lr`` is a float32 rate (< 0: the schedule).
-        Returns ``(runs, (train_loss, val_loss, val_acc, test_loss, test_acc))``, per run."""
+        ``runs`` are new (:meth:`new_runs`) or the output of the chunk that ended at
+        ``start``: their data order is carried over (a run from elsewhere would keep a
+        stale one). Returns ``(runs, (train_loss, val_loss, val_acc, test_loss,
+        test_acc))``, per run."""
         return self._chunk(runs, jnp.int32(start), fixed_lr, self.device_data)
 
     def lower(self, params, batch_stats, mask, data_keys, dropout_keys):

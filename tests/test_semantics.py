@@ -12,6 +12,7 @@ from tiny import tiny_config as _tiny
 
 from lth_jax import config as config_lib
 from lth_jax import instability, lottery, masks, parallel, pruning
+from lth_jax.data import pipeline
 from lth_jax.models.vgg import VGG
 from lth_jax.optim import FixedLR
 from lth_jax.train import Engine
@@ -174,6 +175,38 @@ def test_a_fixed_rate_reaches_the_optimizer_without_recompiling():
     before = exp.engine.compilations
     fit(exp.engine, FixedLR(5e-3))
     assert exp.engine.compilations == before
+
+
+def test_data_order_does_not_depend_on_the_chunks():
+    """A run carries its epoch's order from chunk to chunk: trained in chunks that start
+    mid-epoch and cross epoch boundaries, it is bit for bit the run trained in one chunk,
+    from step 0 and from a step inside an epoch."""
+    exp = lottery.Experiment(tiny_config())
+    assert exp.engine.steps_per_epoch == 70  # chunks of 30 start mid-epoch and cross epochs
+    opt = exp.config.optimizer
+    params, bs = exp.engine.init(exp.keys(0, "init"))
+    mask = jax.vmap(masks.ones_like)(params)
+    keys = exp.keys(0, "data")
+
+    def fit(eval_every, start):
+        eng = Engine(exp.model, exp.dataset, opt, steps=180, batch_size=50, eval_every=eval_every)
+        eng.progress = False
+        return eng.fit(params, bs, mask, keys, keys, start_step=start).params
+
+    same = lambda a, b: all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+    for start, whole in ((0, 180), (90, 90)):
+        assert same(fit(30, start), fit(whole, start))
+    # A new run starting mid-epoch draws the stated order; a carried one is used as it is.
+    eng = Engine(exp.model, exp.dataset, opt, steps=180, batch_size=50, eval_every=30)
+    fresh = lambda: eng.new_runs(params, bs, mask, keys, keys)
+    stated = jax.vmap(lambda k: pipeline.epoch_permutation(k, 90 // 70, eng.n_train))(keys)
+    chunk = lambda runs: eng.chunk(runs, 90, jnp.float32(-1))[0].params
+    given = chunk(fresh()._replace(perm=jnp.array(stated)))  # runs are donated
+    assert same(chunk(fresh()), given)
+    assert not same(chunk(fresh()._replace(perm=jnp.roll(stated, 1, axis=1))), given)
 
 
 # ----------------------------------------------------------------------------- controls
