@@ -28,6 +28,7 @@ from lth_jax import gmp as gmp_lib
 from lth_jax import timing
 from lth_jax.curves import Curves
 from lth_jax.data import pipeline
+from lth_jax.models import cpu_conv
 from lth_jax.optim import fixed_rate, set_learning_rate
 from lth_jax.parallel import join_runs, to_host
 
@@ -102,7 +103,8 @@ def train_step(engine, run, s, lr, train):
         logits, bs = engine._apply(p, run.batch_stats, x, True, step_key)
         return cross_entropy(logits, y), bs
 
-    with jax.named_scope("forward_backward"):
+    # On a CPU, convolution gradients as canonical convolutions (lth_jax.models.cpu_conv).
+    with jax.named_scope("forward_backward"), cpu_conv.canonical_backward():
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(run.params)
     with jax.named_scope("update"):
         opt_state = set_learning_rate(run.opt_state, lr)

@@ -42,6 +42,7 @@ from lth_jax.models._common import (
     maybe_dropout,
     resolve_activation,
 )
+from lth_jax.models.cpu_conv import conv_general_dilated
 
 __all__ = ["CNN1D"]
 
@@ -101,6 +102,7 @@ class CNN1D(nn.Module):
                 padding=((self.padding, self.padding),),
                 kernel_init=self.kernel_init,
                 bias_init=self.bias_init,
+                conv_general_dilated=conv_general_dilated,
             )(x)
             x = act(x)
             x = maybe_dropout(x, self.conv_dropout, train)

@@ -54,6 +54,7 @@ from lth_jax.models._common import (
     maybe_dropout,
     resolve_activation,
 )
+from lth_jax.models.cpu_conv import conv_general_dilated
 
 __all__ = ["ConvNet", "CONV2", "CONV4", "CONV6"]
 
@@ -112,6 +113,7 @@ class ConvNet(nn.Module):
                     padding="SAME",
                     kernel_init=self.kernel_init,
                     bias_init=self.bias_init,
+                    conv_general_dilated=conv_general_dilated,
                 )(x)
                 x = act(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))

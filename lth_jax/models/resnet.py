@@ -49,6 +49,7 @@ from lth_jax.models._common import (
     maybe_dropout,
     resolve_activation,
 )
+from lth_jax.models.cpu_conv import conv_general_dilated
 
 __all__ = ["ResNet", "BasicBlock", "SHORTCUTS"]
 
@@ -85,6 +86,7 @@ class BasicBlock(nn.Module):
                 use_bias=False,
                 kernel_init=self.kernel_init,
                 name=name,
+                conv_general_dilated=conv_general_dilated,
             )
 
         y = conv(self.features, 3, self.strides, "conv1")(x)
@@ -162,6 +164,7 @@ class ResNet(nn.Module):
             use_bias=False,
             kernel_init=self.kernel_init,
             name="stem_conv",
+            conv_general_dilated=conv_general_dilated,
         )(x)
         x = nn.BatchNorm(
             use_running_average=not train,

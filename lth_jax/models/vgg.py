@@ -46,6 +46,7 @@ from lth_jax.models._common import (
     maybe_dropout,
     resolve_activation,
 )
+from lth_jax.models.cpu_conv import conv_general_dilated
 
 __all__ = ["VGG", "VGG11", "VGG13", "VGG16", "VGG19"]
 
@@ -109,7 +110,13 @@ class VGG(nn.Module):
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
                 x = maybe_dropout(x, self.conv_dropout, train)
                 continue
-            x = nn.Conv(item, (3, 3), padding="SAME", kernel_init=self.kernel_init)(x)
+            x = nn.Conv(
+                item,
+                (3, 3),
+                padding="SAME",
+                kernel_init=self.kernel_init,
+                conv_general_dilated=conv_general_dilated,
+            )(x)
             if self.batch_norm:
                 x = nn.BatchNorm(
                     use_running_average=not train,
