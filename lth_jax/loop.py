@@ -44,16 +44,6 @@ def run_chunk(engine, run, s0, fixed_lr, data):
     boundary ``s + 1`` when the schedule has it. Runs without one have no
     mask-update branch.
     """
-    spe = engine.steps_per_epoch
-    with jax.named_scope("batch"):
-        # A run from the chunk before carries its epoch's order; a new run (perm -1)
-        # draws it here, unless s0 starts an epoch (then step s0 draws it).
-        perm0 = jax.lax.cond(
-            (s0 % spe != 0) & (run.perm[0] < 0),
-            lambda: pipeline.epoch_permutation(run.data_key, s0 // spe, engine.n_train),
-            lambda: run.perm,
-        )
-    run = run._replace(perm=perm0)
 
     def body(run, s):
         lr = jnp.where(fixed_lr >= 0, fixed_lr, engine.schedule(s))
@@ -88,8 +78,10 @@ def train_step(engine, run, s, lr, train):
     spe = engine.steps_per_epoch
     with jax.named_scope("batch"):
         i = s % spe
+        # The epoch's order is drawn at its first step, or at a new run's first step (perm
+        # -1); otherwise the run carries it, from one chunk to the next as well.
         perm = jax.lax.cond(
-            i == 0,
+            (i == 0) | (run.perm[0] < 0),
             lambda: pipeline.epoch_permutation(run.data_key, s // spe, engine.n_train),
             lambda: run.perm,
         )

@@ -30,8 +30,8 @@ Rules stated exactly:
   ``E = n_train // batch_size`` (the remainder of an epoch is dropped). Two
   runs with the same data key see the same batches. A run carries its
   epoch's permutation (``RunState.perm``) from one chunk to the next, so it
-  is drawn once per epoch; a new run holds ``-1`` and draws it in its first
-  chunk.
+  is drawn once per epoch; a new run holds ``-1`` and draws it at its first
+  step.
 * **Dropout.** Step ``s`` uses ``fold_in(dropout_key, s)``.
 * **Learning rate.** Step ``s`` uses ``schedule(s)``, or one constant rate
   for the whole fit when one is given (fine-tuning: ``imp.finetune_lr``, or
