@@ -48,7 +48,6 @@ HARMLESS_KEYS = (
     "checkpoint.max_to_keep",
     "checkpoint.every_steps",
     "num_devices",
-    "log_every",
     "log",
     "dataset.data_dir",
 )
