@@ -65,10 +65,11 @@ Ours (paired by trial; generated from experiments/results/mnist1d_lottery/):
   below about 20% of the weights, random re-initialization of the ticket's mask reaches lower
   accuracy than the ticket. Ours (test accuracy at early stop, at 20% of the weights or fewer): the
   ticket above random re-init from 18.5% to 3.9% of the weights.
-- agrees: Frankle & Carbin 2019, Figures 3-4 (LeNet-300-100 on MNIST, test accuracy at early stop):
-  a random mask of the same per-layer sizes does worse than the ticket as pruning proceeds. Ours
-  (test accuracy at early stop, at 20% of the weights or fewer): the ticket above random pruning
-  from 18.5% to 3.9% of the weights.
+- agrees: Frankle & Carbin 2019, Figure 1 (LeNet-300-100 on MNIST, test accuracy at early stop; its
+  random sparse networks also draw fresh weights, where random_mask keeps the ticket's
+  initialization): randomly sampled sparse networks of the ticket's sizes do worse than the ticket
+  as pruning proceeds. Ours (test accuracy at early stop, at 20% of the weights or fewer): the
+  ticket above random pruning from 18.5% to 3.9% of the weights.
 <!-- generated from experiments/results/mnist1d_lottery: end -->
 """
 

@@ -74,10 +74,12 @@ that comparison only):
   accuracy than the ticket. Ours (test accuracy at early stop, at 20% of the weights or fewer): the
   ticket above random re-init at 4.4%, at 2.8% and at 1.8% of the weights; no clear difference at
   the other rounds in scope.
-- partly: Frankle & Carbin 2019, Figures 3-4 (LeNet-300-100 on MNIST, test accuracy at early stop):
-  a random mask of the same per-layer sizes does worse than the ticket as pruning proceeds. Ours
-  (test accuracy at early stop, at 20% of the weights or fewer): the ticket above random pruning
-  from 8.6% to 1.8% of the weights; no clear difference at the other rounds in scope.
+- partly: Frankle & Carbin 2019, Figure 1 (LeNet-300-100 on MNIST, test accuracy at early stop; its
+  random sparse networks also draw fresh weights, where random_mask keeps the ticket's
+  initialization): randomly sampled sparse networks of the ticket's sizes do worse than the ticket
+  as pruning proceeds. Ours (test accuracy at early stop, at 20% of the weights or fewer): the
+  ticket above random pruning from 8.6% to 1.8% of the weights; no clear difference at the other
+  rounds in scope.
 <!-- generated from experiments/results/mnist1d_lottery_notebook: end -->
 """
 

@@ -45,7 +45,9 @@ class Claim(NamedTuple):
 
 _FC = "Frankle & Carbin 2019, Figure 4 (LeNet-300-100 on MNIST, test accuracy at early stop)"
 _FC_RANDOM = (
-    "Frankle & Carbin 2019, Figures 3-4 (LeNet-300-100 on MNIST, test accuracy at early stop)"
+    "Frankle & Carbin 2019, Figure 1 (LeNet-300-100 on MNIST, test accuracy at early stop; its "
+    "random sparse networks also draw fresh weights, where random_mask keeps the ticket's "
+    "initialization)"
 )
 
 #: The claims of each results folder (its name under ``experiments/results/``).
@@ -63,8 +65,8 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             0.2,
         ),
         Claim(
-            f"{_FC_RANDOM}: a random mask of the same per-layer sizes does worse than the "
-            "ticket as pruning proceeds",
+            f"{_FC_RANDOM}: randomly sampled sparse networks of the ticket's sizes do worse "
+            "than the ticket as pruning proceeds",
             "ticket",
             "random_mask",
             "the ticket",
