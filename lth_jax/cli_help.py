@@ -105,6 +105,7 @@ KEY_MEANINGS: dict[str, str] = {
     "checkpoint.every_steps": "also checkpoint every N steps of a round (0: round ends only)",
     "log.tensorboard": "TensorBoard event files in <workdir>/tensorboard/, written every chunk",
     "log.wandb": "also log the live metrics to Weights & Biases (needs the wandb package)",
+    "log.lines": "a plain line on stderr per chunk when progress bars are off (progress=False)",
     # kind transfer (lth_jax.transfer)
     "transfer.arms": "scratch, pretrained (+dropout, +l2sp), ticket_source, ...",
     "transfer.pretrained_workdir": "load the source from this workdir (None: pretrain here)",

@@ -190,6 +190,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.log = ml_collections.ConfigDict()  # live metrics (lth_jax.events); results do not change
     c.log.tensorboard = True  # TensorBoard event files in <workdir>/tensorboard/, every chunk
     c.log.wandb = False  # also Weights & Biases (needs the wandb package)
+    c.log.lines = True  # a plain line on stderr per chunk when progress bars are off
     return c
 
 
@@ -456,6 +457,7 @@ def validate(c) -> None:
     check(checks.integer, "checkpoint.every_steps", 0)
     check(checks.boolean, "log.tensorboard")
     check(checks.boolean, "log.wandb")
+    check(checks.boolean, "log.lines")
     events.check(c)  # log.wandb without the wandb package
 
 

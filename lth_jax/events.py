@@ -32,9 +32,10 @@ each ending with an evaluation (:mod:`lth_jax.loop`); the hook of one round
   ``<run folder>/<name>`` (``round_<rr>/<arm>/trial_<t>/<name>``) against the
   metric ``step``.
 * **A plain line** on stderr per chunk when progress bars are off
-  (``progress=False``): ``lth-jax: round 1, step 200/1000, 3 arms x 4 trials:
-  train loss 0.4123, 12.3 s`` (the mean over runs of finite chunk losses; the
-  seconds since the round, or its resumption, began in this process);
+  (``progress=False``; ``log.lines=False`` turns the lines off too):
+  ``lth-jax: round 1, step 200/1000, 3 arms x 4 trials: train loss 0.4123, 12.3 s``
+  (the mean over runs of finite chunk losses; the seconds since the round, or
+  its resumption, began in this process);
   fine-tuning's starts ``lth-jax: finetune size 10% trial 0, step 200/1000``
   (the arms trained together: those of one dropout, L2-SP and freezing group).
 
@@ -115,7 +116,8 @@ class Live:
 
     Args:
       workdir: the run's workdir (events go to ``<workdir>/tensorboard/``).
-      config: the run's config (``log.tensorboard``, ``log.wandb``, ``train.steps``).
+      config: the run's config (``log.tensorboard``, ``log.wandb``, ``log.lines``,
+        ``train.steps``).
       progress: progress bars are on (no plain lines then).
       is_main: this process writes (process 0).
       steps: the last step of every training the hooks see (default
@@ -134,7 +136,7 @@ class Live:
         self.root = os.path.join(workdir, FOLDER)
         self.tensorboard = bool(log.get("tensorboard", False))
         self.wandb = bool(log.get("wandb", False))
-        self.lines = not progress
+        self.lines = not progress and bool(log.get("lines", True))
         self.steps = int(config.train.steps if steps is None else steps)
         self.is_main = is_main
         self.enabled = self.tensorboard or self.wandb or self.lines

@@ -125,6 +125,14 @@ def test_one_plain_line_per_chunk_with_progress_off(on):
     assert all(" train loss " in line and line.endswith(" s") for line in lines)
 
 
+def test_no_plain_lines_with_log_lines_off(tmp_path, capsys):
+    workdir = str(tmp_path / "quiet")
+    config = _config(**{"log.tensorboard": False, "log.lines": False, "imp.rounds": 0})
+    lottery.run(config, workdir, progress=False)
+    assert "lth-jax: round " not in capsys.readouterr().err
+    assert len(_metrics(workdir).splitlines()) == 2
+
+
 def test_switched_off_writes_nothing_and_changes_no_result(on, tmp_path, capsys):
     workdir = str(tmp_path / "off")
     lottery.run(_config(**{"log.tensorboard": False, "imp.rounds": 0}), workdir, progress=True)

@@ -137,3 +137,33 @@ def test_notebook_runs_in_quick_mode(path, jupyter_path, tmp_path, monkeypatch):
     assert sorted(p.name for p in (ROOT / "colab").iterdir()) == before, "it wrote into colab/"
     if path.stem in ("lottery", "transfer"):
         assert work.is_dir(), "the notebook did not use LTH_JAX_WORKDIR"
+
+
+def _headers(text: str) -> set[tuple[str, ...]]:
+    """The column names of each markdown table in ``text`` (the line above a ``|---|`` line)."""
+    lines = text.splitlines()
+    return {
+        tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
+        for line, below in zip(lines, lines[1:])
+        if line.startswith("|") and below.startswith("|") and set(below) <= set("|:- ")
+    }
+
+
+def test_committed_outputs_show_the_current_tables():
+    """The tables the committed lottery and transfer notebooks print have today's columns."""
+    from lth_jax import report
+
+    results = ROOT / "experiments" / "results"
+    lottery_rows = report.summarize(report.load_records(results / "mnist1d_lottery"))
+    records = report.transfer.load_records(str(results / "transfer"))
+    expected = {
+        "lottery": _headers(report.format_table(lottery_rows)),
+        "transfer": _headers(
+            report.transfer.format_table(report.transfer.summarize(records))
+            + "\n\n"
+            + report.transfer.format_effects(report.transfer.effects(records))
+        ),
+    }
+    for name, headers in expected.items():
+        shown = _headers(_text(nbformat.read(ROOT / "colab" / f"{name}.ipynb", as_version=4)))
+        assert len(headers) == (1 if name == "lottery" else 2) and headers <= shown, (name, shown)
