@@ -3,10 +3,14 @@
 Usage::
 
     python experiments/regularizers.py --out experiments/results/regularizers \
-        [--workroot /tmp/regularizers] [--trials 5] [--settings none,l1] [--config.KEY=VALUE]
+        [--workroot /tmp/regularizers] [--trials 5] [--settings none,l1] [--overwrite] \
+        [--config.KEY=VALUE ...]
 
 Each setting is one dense run per trial through :func:`lth_jax.lottery.run`
-(``imp.rounds = 0``) in ``<workroot>/<setting>`` (resumable like any run). The
+(``imp.rounds = 0``) in ``<workroot>/<setting>`` (resumable like any run; a
+workdir holding a run of other settings is refused, and ``--overwrite``
+discards it). ``--config.KEY=VALUE`` overrides a key of every setting, as
+``lth-jax run`` parses it. The
 final weights are read back from the round-0 checkpoint to count, over all
 kernels (dense weights; biases excluded), the fraction that is **exactly**
 ``0.0`` and the fraction below ``1e-3`` in magnitude. Writes
@@ -25,6 +29,7 @@ import time
 
 import numpy as np
 
+from lth_jax.checks import ConfigError
 from lth_jax.report.regularizers import format_table  # the table of table.md and the README
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,7 +66,9 @@ def _kernel_stats(params) -> tuple[np.ndarray, np.ndarray]:
     return np.mean(flat == 0.0, axis=1), np.mean(np.abs(flat) < SMALL, axis=1)
 
 
-def run_setting(setting: str, workdir: str, trials: int, overrides: list[str]) -> dict:
+def run_setting(
+    setting: str, workdir: str, trials: int, overrides: list[str], overwrite: bool = False
+) -> dict:
     from lth_jax import checkpoint, cli, lottery
 
     # Parsed as `lth-jax run` parses them (overrides typed by the config).
@@ -70,7 +77,7 @@ def run_setting(setting: str, workdir: str, trials: int, overrides: list[str]) -
     c.num_trials = trials
     c.progress = False
     t0 = time.perf_counter()
-    records = lottery.run(c, workdir)
+    records = lottery.run(c, workdir, overwrite=overwrite)
     ck = checkpoint.RoundCheckpointer(os.path.join(workdir, "checkpoints"))
     state, _ = ck.restore(0)
     ck.close()
@@ -89,11 +96,18 @@ def run_setting(setting: str, workdir: str, trials: int, overrides: list[str]) -
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="--config.KEY=VALUE (any number): overrides a config key of every setting, "
+        "as lth-jax run parses it (e.g. --config.train.steps=2000).",
+    )
     p.add_argument("--out", required=True, help="where table.md and results.json go")
     p.add_argument("--workroot", default=os.path.join("runs", "regularizers"))
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--settings", default=None, help="comma-separated subset of the settings")
+    p.add_argument(
+        "--overwrite", action="store_true", help="discard runs of other settings in the workdirs"
+    )
     args, rest = p.parse_known_args(argv)
     overrides = [a[len("--config.") :] for a in rest if a.startswith("--config.")]
     unknown = [a for a in rest if not a.startswith("--config.")]
@@ -103,7 +117,16 @@ def main(argv=None) -> int:
     results = []
     for s in settings:
         print(f"== {s}", file=sys.stderr, flush=True)
-        results.append(run_setting(s, os.path.join(args.workroot, s), args.trials, overrides))
+        try:
+            results.append(
+                run_setting(
+                    s, os.path.join(args.workroot, s), args.trials, overrides, args.overwrite
+                )
+            )
+        except ConfigError as e:  # bad input, or a workdir of other settings: one line
+            msg = str(e).replace("use another --workdir", "use another --workroot")
+            print(f"regularizers.py: error: {msg}", file=sys.stderr)
+            return 2
         print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     os.makedirs(args.out, exist_ok=True)
     table = format_table(results)
