@@ -244,8 +244,15 @@ def _readme_only(out):
     """Renders a committed ``benchmark.json`` again (after a change of the markdown's wording)."""
     from bench import report
 
-    with open(os.path.join(out, "benchmark.json")) as f:
+    path = os.path.join(out, "benchmark.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"benchmark.py: error: --readme-only needs --out DIR holding {path}")
+    with open(path) as f:
         res = json.load(f)
+    if res.get("meta", {}).get("quick"):
+        raise SystemExit(
+            f"benchmark.py: error: {path} is a --quick run; the README shows full runs"
+        )
     md = report.render(res)
     with open(os.path.join(out, "benchmark.md"), "w", encoding="utf-8") as f:
         f.write(md)
