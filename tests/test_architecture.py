@@ -163,7 +163,7 @@ LAYERS = [
 
 def _layer(module: str) -> int:
     """The rank of ``module``'s layer (0 = top); everything unlisted is a primitive."""
-    if module == "lth_jax.transfer.runner":
+    if module in ("lth_jax.transfer.runner", "lth_jax.transfer.source"):
         return 1
     if module.startswith("lth_jax.report"):
         return 4

@@ -332,6 +332,35 @@ def test_transfer_runs_end_to_end_and_resumes(tmp_path):
         transfer.run(tiny_config(**{"finetune.reuse_head": True}), str(tmp_path / "bad"))
 
 
+def test_a_pretrained_source_is_checked_before_anything_is_written(tmp_path):
+    arms = {"transfer.arms": ("pretrained", "ticket_source")}
+    first = str(tmp_path / "first")
+    recs = transfer.run(tiny_config(**arms), first)
+    # The same source, loaded instead of pretrained: the same records.
+    reuse = {**arms, "transfer.pretrained_workdir": first}
+    second = str(tmp_path / "second")
+    again = transfer.run(tiny_config(**reuse), second)
+    acc = lambda rs: [(r["arm"], r["final_test_accuracy"], r["density"]) for r in rs]
+    assert acc(again) == acc(recs)
+    assert not os.path.exists(os.path.join(second, "source"))
+    # A source trained otherwise is refused, naming the keys, and nothing is written.
+    other = str(tmp_path / "other")
+    for key, value, shown in [
+        ("train.steps", 60, "train.steps (40 -> 60)"),
+        ("imp.prune_rate", 0.2, "imp.prune_rate (0.5 -> 0.2)"),
+        ("seed", 1, "seed (0 -> 1)"),
+    ]:
+        with pytest.raises(config_lib.ConfigError, match="trained another source") as e:
+            transfer.run(tiny_config(**reuse, **{key: value}), other)
+        assert shown in str(e.value)
+        assert not os.path.exists(other)
+    # More trials than the source has: refused before --overwrite deletes anything.
+    with pytest.raises(config_lib.ConfigError, match="only 1 trials"):
+        transfer.run(tiny_config(**reuse, num_trials=2), second, overwrite=True)
+    assert json.loads(open(os.path.join(second, "config.json")).read())["num_trials"] == 1
+    assert len(open(os.path.join(second, "metrics.jsonl")).read().splitlines()) == len(again)
+
+
 @pytest.mark.parametrize(
     "name",
     [

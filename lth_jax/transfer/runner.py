@@ -17,7 +17,6 @@ import numpy as np
 import optax
 
 from lth_jax import arms as arms_lib
-from lth_jax import checkpoint as ckpt_lib
 from lth_jax import checks, data, events, lottery, models, parallel, rng
 from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
@@ -31,15 +30,13 @@ from lth_jax.transfer.config import (
     BASES,
     TICKET_ARMS,
     data_train_size,
-    has_tickets,
     parse_arm,
-    source_config,
     target_lottery_config,
     transfer_config,
     validate,
 )
+from lth_jax.transfer.source import SOURCE_DIR, Source, load_source, pretrained_source
 from lth_jax.transfer.surgery import (
-    HEAD,
     head_is_new,
     load_params,
     param_order,
@@ -49,7 +46,6 @@ from lth_jax.transfer.surgery import (
 
 __all__ = ["make_finetune_optimizer", "run"]
 
-SOURCE_DIR = "source"
 TARGET_IMP_DIR = "target_imp"
 #: What ``--overwrite`` deletes in a transfer workdir (lth-jax's own files only).
 OWNED = (wd.METRICS, wd.CONFIG, *wd.REPORT_FILES, SOURCE_DIR, TARGET_IMP_DIR, events.FOLDER)
@@ -93,80 +89,6 @@ def make_finetune_optimizer(
     return masks_lib.keep_pruned(
         optax.inject_hyperparams(factory)(learning_rate=float(opt.learning_rate))
     )
-
-
-# ----------------------------------------------------------------------------- source
-
-
-class _Source:
-    """What fine-tuning needs from the source, each with a leading trial axis."""
-
-    def __init__(self, directory, round_, ticket_round, num_trials):
-        ck_dir = os.path.join(directory, "checkpoints")
-        if not os.path.isdir(ck_dir):
-            raise config_lib.ConfigError(f"no checkpoints/ in the source workdir {directory}")
-        ck = ckpt_lib.RoundCheckpointer(ck_dir)
-        try:
-            rounds = ck.rounds()
-            need = [round_] + ([ticket_round] if ticket_round is not None else [])
-            missing = [r for r in need if r not in rounds]
-            if missing:
-                raise config_lib.ConfigError(
-                    f"the source workdir {directory} has no finished round {missing[0]} "
-                    f"(it has {rounds})"
-                )
-            state, _ = ck.restore(round_)
-            trials = jax.tree.leaves(state["ticket"]["params"])[0].shape[0]
-            if trials < num_trials:
-                raise config_lib.ConfigError(
-                    f"num_trials={num_trials} but the source workdir {directory} has only "
-                    f"{trials} trials"
-                )
-            cut = lambda tree: jax.tree.map(lambda a: np.asarray(a)[:num_trials], tree)
-            self.directory = directory
-            self.round = round_
-            self.params = cut(state["ticket"]["params"])
-            self.batch_stats = cut(state["ticket"].get("batch_stats") or {})
-            self.num_classes = int(np.shape(self.params[HEAD]["kernel"])[-1])
-            self.ticket_round = ticket_round
-            if ticket_round is not None:
-                st, _ = ck.restore(ticket_round)
-                self.mask = jax.tree.map(lambda a: a.astype(bool), cut(st["ticket"]["mask"]))
-                self.rewind_params = cut(st["rewind"]["params"])
-                self.rewind_batch_stats = cut(st["rewind"].get("batch_stats") or {})
-        finally:
-            ck.close()
-        recs = wd.read_jsonl(os.path.join(directory, wd.METRICS))
-        self.test_accuracy = {
-            int(r["trial"]): r.get("final_test_accuracy")
-            for r in recs
-            if r.get("round") == round_ and r.get("arm") in ("dense", "ticket")
-        }
-        self.config = wd.read_json(os.path.join(directory, wd.CONFIG))
-
-
-def _source_dir(path: str) -> str:
-    sub = os.path.join(path, SOURCE_DIR)
-    return sub if os.path.isdir(os.path.join(sub, "checkpoints")) else path
-
-
-def _load_source(config, workdir, overwrite, progress) -> _Source:
-    tc = config.transfer
-    ticket_round = int(config.imp.rounds) if has_tickets(config) else None
-    if tc.pretrained_workdir is not None:
-        directory = _source_dir(tc.pretrained_workdir)
-    else:
-        directory = os.path.join(workdir, SOURCE_DIR)
-        lottery.run(source_config(config), directory, overwrite=overwrite, progress=progress)
-    src = _Source(directory, int(tc.pretrained_round), ticket_round, int(config.num_trials))
-    if src.config is not None:
-        name = src.config.get("model", {}).get("name")
-        if name is not None and name != config.model.name:
-            raise config_lib.ConfigError(
-                f"model.name is {config.model.name!r} but the pretrained workdir "
-                f"{directory} trained {name!r}"
-            )
-    return src
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -219,7 +141,7 @@ def _check_target(config) -> None:
 class _SizeRunner:
     """Fine-tunes every arm of one target size, trial by trial (``live``: :mod:`lth_jax.events`)."""
 
-    def __init__(self, config, source: _Source, size_index: int, size, workdir, progress, live):
+    def __init__(self, config, source: Source, size_index: int, size, workdir, progress, live):
         self.config = c = config
         self.workdir = workdir
         self.live = live
@@ -465,16 +387,19 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
                 workdir, config, base=transfer_config(), growable=(), results=RESULTS
             )
         _check_target(config)
+        pretrained = None
+        if config.transfer.pretrained_workdir is not None:
+            pretrained = pretrained_source(config)  # its checks, before anything is written
         # source/ is the source run's: it discards its own files after its own checks.
         wd.prepare(workdir, overwrite, [n for n in OWNED if n != SOURCE_DIR], is_main)
-        return _run(config, workdir, overwrite, progress, is_main)
+        return _run(config, workdir, overwrite, progress, is_main, pretrained)
 
 
-def _run(config, workdir: str, overwrite: bool, progress, is_main: bool) -> list[dict]:
+def _run(config, workdir: str, overwrite: bool, progress, is_main: bool, pretrained=None):
     prog = bool(config.progress) if progress is None else progress
     if is_main:
         wd.write_json_atomic(os.path.join(workdir, wd.CONFIG), wd.config_to_json(config))
-    src = _load_source(config, workdir, overwrite, prog)
+    src = load_source(config, workdir, overwrite, prog, pretrained)
 
     metrics = os.path.join(workdir, wd.METRICS)
     old = wd.read_jsonl(metrics)

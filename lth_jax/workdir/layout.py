@@ -31,6 +31,7 @@ __all__ = [
     "lock",
     "prepare",
     "check_config_drift",
+    "config_diff",
     "note",
 ]
 
@@ -247,6 +248,32 @@ def check_config_drift(
                 "--overwrite to discard them"
             )
         return
+    shown = config_diff(
+        saved, new, defaults=defaults, harmless=harmless, growable=growable, upgrade=upgrade
+    )
+    if shown:
+        raise ConfigError(
+            f"workdir {workdir} holds a run with a different config: {shown}; "
+            "use another --workdir, or --overwrite to discard it"
+        )
+
+
+def config_diff(
+    saved: dict,
+    new: dict,
+    *,
+    defaults: dict,
+    harmless: Sequence[str] = (),
+    growable: Sequence[str] = (),
+    upgrade: Callable[[dict], dict] | None = None,
+) -> str:
+    """The keys where ``new`` differs from ``saved``, as ``"key (old -> new), ..."``; ``""``: none.
+
+    The rules of :func:`check_config_drift` (whose arguments these are): a key
+    one side lacks differs only when the other side's value is not its default,
+    ``harmless`` keys and blocks are skipped, ``growable`` keys may grow. At
+    most five keys are shown, then how many more.
+    """
     if upgrade is not None:
         saved = upgrade(saved)
     old, new, base = checks.flatten(saved), checks.flatten(new), checks.flatten(defaults)
@@ -269,14 +296,9 @@ def check_config_drift(
         and differs(k)
         and not grows(k)
     )
-    if diff:
-        show = lambda d, k: repr(d[k]) if k in d else "<missing>"
-        shown = ", ".join(f"{k} ({show(old, k)} -> {show(new, k)})" for k in diff[:5])
-        more = f" and {len(diff) - 5} more" if len(diff) > 5 else ""
-        raise ConfigError(
-            f"workdir {workdir} holds a run with a different config: {shown}{more}; "
-            "use another --workdir, or --overwrite to discard it"
-        )
+    show = lambda d, k: repr(d[k]) if k in d else "<missing>"
+    shown = ", ".join(f"{k} ({show(old, k)} -> {show(new, k)})" for k in diff[:5])
+    return shown + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
 
 
 def _has_content(path: str) -> bool:
