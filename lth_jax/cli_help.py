@@ -38,7 +38,7 @@ _MODEL = "model.kwargs."
 KEY_MEANINGS: dict[str, str] = {
     "kind": "the experiment: lottery | instability | transfer",
     "seed": "random keys come from (seed, trial, round, purpose); < 2^32",
-    "num_trials": "independent trials (seeds seed, seed+1, ...) of every arm",
+    "num_trials": "independent trials of every arm (trial t's keys: (seed, t, ...))",
     "arms": "the arms of every round: ticket, reinit, random_mask, gmp, ...",
     "progress": "show progress bars",
     "num_devices": "devices to spread a round's runs over (0: every local device)",

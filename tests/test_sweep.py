@@ -72,6 +72,10 @@ def test_pool_commands_group_the_seeds(tmp_path):
     assert first[:3] == ["lth-jax", "report", "--pool"]
     assert first[-1] == str(tmp_path / "pooled" / "imp.prune_rate=0.2")
     assert sweep.pool_commands(points[:1], str(tmp_path)) == []
+    # --pool takes no transfer workdirs, so a sweep of transfer points prints no command.
+    for p in points:
+        p.config = {"kind": "transfer"}
+    assert sweep.pool_commands(points, str(tmp_path)) == []
 
 
 @pytest.mark.parametrize(

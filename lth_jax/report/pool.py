@@ -54,6 +54,7 @@ from lth_jax.workdir.layout import HARMLESS_KEYS as HARMLESS
 __all__ = [
     "HARMLESS_KEYS",
     "POOLED_DIR",
+    "POOL_KINDS",
     "TRIAL_KEY_NOTE",
     "config_differences",
     "pool",
@@ -63,6 +64,8 @@ __all__ = [
 
 #: Keys that may differ between pooled workdirs: they do not change results.
 HARMLESS_KEYS = HARMLESS
+#: The kinds of workdir --pool takes.
+POOL_KINDS = ("lottery", "instability")
 
 #: The folder a pooled report goes into without ``--out``, in the workdirs' common parent.
 POOLED_DIR = "pooled"
@@ -115,7 +118,7 @@ def _configs(workdirs: Sequence[str]) -> list[dict]:
             why = err or f"no {files.CONFIG_FILE}"
             raise ValueError(f"cannot pool {d}: {why} (the configs are compared before pooling)")
         kind = cfg.get("kind", "lottery")
-        if kind not in ("lottery", "instability"):
+        if kind not in POOL_KINDS:
             raise ValueError(
                 f"cannot pool {d}: kind {kind!r}; --pool takes lottery and instability workdirs"
             )

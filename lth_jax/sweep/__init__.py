@@ -256,11 +256,15 @@ def pool_commands(points: list[Point], root: str) -> list[str]:
     """The ``lth-jax report --pool`` commands of the points that differ only in ``seed``.
 
     One per combination of the other swept values with two seeds or more,
-    written to ``DIR/pooled`` (``DIR/pooled/<other values>`` when others are swept).
+    written to ``DIR/pooled`` (``DIR/pooled/<other values>`` when others are swept);
+    none for points of a kind ``--pool`` does not take (``transfer``).
     """
+    from lth_jax.report.pool import POOL_KINDS
+
     groups: dict[str, list[Point]] = {}
     for p in points:
-        if "seed" in p.values:
+        kind = p.config.get("kind", "lottery") if p.config is not None else "lottery"
+        if "seed" in p.values and kind in POOL_KINDS:
             rest = {k: v for k, v in p.values.items() if k != "seed"}
             groups.setdefault(point_name(rest), []).append(p)
     out = []
