@@ -332,6 +332,38 @@ def test_transfer_runs_end_to_end_and_resumes(tmp_path):
         transfer.run(tiny_config(**{"finetune.reuse_head": True}), str(tmp_path / "bad"))
 
 
+def test_a_signal_stops_fine_tuning_at_a_chunk_end_and_the_rerun_resumes(tmp_path, monkeypatch):
+    import signal
+
+    from lth_jax import events
+    from lth_jax import workdir as workdir_lib
+
+    c = tiny_config(
+        **{"transfer.arms": ("scratch", "pretrained"), "target.train_sizes": (0.05, 0.1)}
+    )
+    whole = transfer.run(c, str(tmp_path / "whole"))
+    finetune = events.Live.finetune
+
+    def signalled(self, size_index, trial, arms, label, on_chunk=None):
+        def chunk(step, get_state):
+            if size_index == 1:  # the second size's first chunk: as if Ctrl-C came
+                os.kill(os.getpid(), signal.SIGINT)
+            return on_chunk(step, get_state)
+
+        return finetune(self, size_index, trial, arms, label, chunk)
+
+    wd = str(tmp_path / "stopped")
+    monkeypatch.setattr(events.Live, "finetune", signalled)
+    with pytest.raises(workdir_lib.Interrupted, match="stopped by SIGINT in the fine-tuning") as e:
+        transfer.run(c, wd)
+    assert e.value.exit_code == 130
+    kept = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert {r["size_index"] for r in kept} == {0}  # the finished size is kept
+    monkeypatch.setattr(events.Live, "finetune", finetune)
+    again = transfer.run(c, wd)
+    assert json.dumps(again, sort_keys=True) == json.dumps(whole, sort_keys=True)
+
+
 def test_a_pretrained_source_is_checked_before_anything_is_written(tmp_path):
     arms = {"transfer.arms": ("pretrained", "ticket_source")}
     first = str(tmp_path / "first")

@@ -139,12 +139,19 @@ def _check_target(config) -> None:
 
 
 class _SizeRunner:
-    """Fine-tunes every arm of one target size, trial by trial (``live``: :mod:`lth_jax.events`)."""
+    """Fine-tunes every arm of one target size, trial by trial (``live``: :mod:`lth_jax.events`).
 
-    def __init__(self, config, source: Source, size_index: int, size, workdir, progress, live):
+    ``guard``: the run's :class:`lth_jax.workdir.SignalGuard`; after a signal, the
+    next chunk's end stops the run (an unfinished size is redone from its start).
+    """
+
+    def __init__(
+        self, config, source: Source, size_index: int, size, workdir, progress, live, guard=None
+    ):
         self.config = c = config
         self.workdir = workdir
         self.live = live
+        self.guard = guard
         self.src = source
         self.i = size_index
         self.size = size
@@ -261,6 +268,16 @@ class _SizeRunner:
         )
         return (*arms_lib.get(base)(inputs), group)
 
+    def _stop(self, step, get_state) -> None:
+        """``on_chunk``: raises :class:`lth_jax.workdir.Interrupted` once a signal came."""
+        if self.guard is not None and self.guard.signum is not None:
+            size = transfer_report.train_size_label(self.size)
+            raise wd.Interrupted(
+                self.guard.signum,
+                f"in the fine-tuning of target size {size} at step {step} (a size is redone "
+                "from its start)",
+            )
+
     def run(self) -> list[dict]:
         arms = [a for a in self.config.transfer.arms if a != "ticket_target"]
         records = []
@@ -279,7 +296,7 @@ class _SizeRunner:
                 rep = lambda k, n=n: np.tile(k, (n, 1))
                 desc = f"size {transfer_report.train_size_label(self.size)} trial {trial}"
                 names = [it[0] for it in items]  # the live metrics only read
-                hook = self.live.finetune(self.i, trial, names, f"finetune {desc}")
+                hook = self.live.finetune(self.i, trial, names, f"finetune {desc}", self._stop)
                 out = self.engine(group, trial).fit(
                     params,
                     bs,
@@ -406,17 +423,19 @@ def _run(config, workdir: str, overwrite: bool, progress, is_main: bool, pretrai
     want = len(config.transfer.arms) * int(config.num_trials)
     records = []
     live = events.Live(workdir, config, prog, is_main, steps=int(config.finetune.steps))
-    try:
-        for i, size in enumerate(config.target.train_sizes):
-            done = [r for r in old if r.get("size_index") == i]
-            if len(done) == want:
-                records += done
-                continue
-            records += _SizeRunner(config, src, i, size, workdir, prog, live).run()
-            if is_main:
-                wd.write_jsonl_atomic(metrics, records)
-    finally:
-        live.close()
+    # SIGINT/SIGTERM: the chunk ends, the finished sizes are kept, the run exits 130/143.
+    with wd.SignalGuard(enabled=jax.process_count() == 1) as guard:
+        try:
+            for i, size in enumerate(config.target.train_sizes):
+                done = [r for r in old if r.get("size_index") == i]
+                if len(done) == want:
+                    records += done
+                    continue
+                records += _SizeRunner(config, src, i, size, workdir, prog, live, guard).run()
+                if is_main:
+                    wd.write_jsonl_atomic(metrics, records)
+        finally:
+            live.close()
     if is_main:
         wd.write_jsonl_atomic(metrics, records)
         transfer_report.write_report(workdir)
