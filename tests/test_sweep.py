@@ -55,6 +55,16 @@ def test_docstring_examples_and_plain_help(capsys):
     assert "``" not in out and ":mod:" not in out and "**" not in out
 
 
+def test_points_log_plain_lines_unless_progress_is_asked(tmp_path):
+    args = sweep._options(["--workdir", str(tmp_path), "--sweep", "seed=0,1"])
+    for p in sweep._grid(args, ["--config.train.steps=200"]):
+        assert p.argv[0] == "--config.progress=false"
+        assert cli.parse_run_args(p.argv)[0].progress is False
+    for p in sweep._grid(args, ["--config.progress=true"]):
+        assert "--config.progress=false" not in p.argv
+        assert cli.parse_run_args(p.argv)[0].progress is True
+
+
 def test_pool_commands_group_the_seeds(tmp_path):
     points = [
         launch.Point(
@@ -134,6 +144,15 @@ def test_local_sweep_runs_each_point_skips_finished_ones_and_pools(tmp_path, env
     assert again.returncode == 0, again.stderr
     assert "2 finished (skipped)" in again.stdout and "started" not in again.stdout
     assert time.monotonic() - t0 < 30
+
+    # Another config for the same points: refused up front, in one line, nothing run.
+    steps = [*cmd, *RUN, "--config.train.steps=300"]
+    changed = subprocess.run(steps, env=env, capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 2, changed.stdout + changed.stderr
+    assert (
+        "point seed=0: workdir" in changed.stderr and "train.steps (200 -> 300)" in changed.stderr
+    )
+    assert "delete the point's folder" in changed.stderr and "started" not in changed.stdout
 
     assert cli.main(shlex.split(pool_cmd)[1:]) == 0
     table = capsys.readouterr().out

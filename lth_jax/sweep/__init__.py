@@ -13,15 +13,18 @@ here (``--config FILE[:ARG]``, ``--config.KEY=VALUE``) and
 ``--config.KEY=VALUE`` for each swept key; values are typed by the config as
 on ``lth-jax run`` (a tuple value in brackets: ``--sweep
 'model.kwargs.features=(32,),(64,64)'``; commas inside brackets or quotes do
-not split). Its output goes to ``DIR/logs/<point>.log`` (appended to).
+not split). Its output goes to ``DIR/logs/<point>.log`` (appended to; plain
+lines per chunk: points run with ``progress=false`` unless the command sets
+``progress``).
 
 * Checked first. Every point's config is built and validated before
-  anything runs: a bad value is one line naming the point, exit status 2.
+  anything runs: a bad value, or a point whose workdir holds a run of another
+  config, is one line naming the point, exit status 2.
 * Resumable. A point is finished when its workdir holds the same config
   (keys that do not change results aside) and ``metrics.jsonl`` holds every
   round (``0..imp.rounds``; with kind ``instability`` every barrier too):
   finished points are skipped. The others are run again; ``lth-jax run``
-  resumes a workdir by itself (and refuses one that holds another config). A
+  resumes a workdir by itself. A
   point whose workdir is locked by a running ``lth-jax run`` is left alone.
   Transfer points are always launched (their runs skip finished work).
 * ``--launcher local`` (default): the points run on this machine, ``--parallel
@@ -58,12 +61,13 @@ import sys
 from lth_jax import kinds
 from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
-from lth_jax.report.pool import POOLED_DIR
+from lth_jax.report.pool import POOL_KINDS, POOLED_DIR
 from lth_jax.sweep.launch import LOGS, Point, launch_local, launch_slurm, point_status
 
 __all__ = ["split_values", "point_name", "parse_time", "pool_commands", "main"]
 
 _RUN_OPTION = re.compile(r"-{1,2}(no)?config\.")
+_QUIET = ["--config.progress=false"]
 _SLURM_ONLY = ("partition", "time", "gpus_per_task", "array_parallelism", "wait")
 
 
@@ -230,14 +234,19 @@ def _grid(args, run_argv: list[str]) -> list[Point]:
         values = dict(zip(sweeps, combo))
         name = point_name(values)
         workdir = os.path.join(root, name)
-        argv = [*run_argv, *(f"--config.{k}={v}" for k, v in values.items())]
+        # A point's log is a file: plain lines per chunk, not progress bars (unless asked).
+        quiet = [] if any(a.startswith("--config.progress") for a in run_argv) else _QUIET
+        argv = [*quiet, *run_argv, *(f"--config.{k}={v}" for k, v in values.items())]
         argv += ["--workdir", workdir]
         points.append(Point(values, name, workdir, os.path.join(root, LOGS, name + ".log"), argv))
     return points
 
 
 def _check_points(points: list[Point], parse_run, usage_error) -> None:
-    """Builds and validates every point's config; refuses two points with the same config."""
+    """Builds and validates every point's config; refuses two points with the same config, and
+    a point whose workdir holds a run of another config (as ``lth-jax run`` would, up front)."""
+    from lth_jax import config as config_lib
+
     seen: dict[str, str] = {}
     for p in points:
         try:
@@ -246,6 +255,14 @@ def _check_points(points: list[Point], parse_run, usage_error) -> None:
         except (usage_error, ConfigError) as e:
             raise ConfigError(f"point {p.name}: {e}") from None
         p.config = config
+        if os.path.isfile(os.path.join(p.workdir, wd.CONFIG)):
+            kind = config.get("kind", "lottery")
+            growable = () if kind == "transfer" else ("imp.rounds",)
+            try:
+                config_lib.check_drift(p.workdir, config, kinds.get(kind).config(), growable)
+            except ConfigError as e:
+                msg = str(e).replace("or --overwrite to discard it", "or delete the point's folder")
+                raise ConfigError(f"point {p.name}: {msg}") from None
         text = json.dumps(wd.config_to_json(config), sort_keys=True)
         if text in seen:
             raise ConfigError(f"points {seen[text]} and {p.name} give the same config")
@@ -259,8 +276,6 @@ def pool_commands(points: list[Point], root: str) -> list[str]:
     written to ``DIR/pooled`` (``DIR/pooled/<other values>`` when others are swept);
     none for points of a kind ``--pool`` does not take (``transfer``).
     """
-    from lth_jax.report.pool import POOL_KINDS
-
     groups: dict[str, list[Point]] = {}
     for p in points:
         kind = p.config.get("kind", "lottery") if p.config is not None else "lottery"
