@@ -95,6 +95,23 @@ def test_pooled_report_sums_trials_and_pairs_within_seed_and_trial(tmp_path, cap
     assert not os.path.exists(os.path.join(a, "report.md"))
 
 
+def test_a_workdir_short_of_rounds_is_named_in_the_report(tmp_path, capsys):
+    a, b = _pair(tmp_path)
+    lines = open(os.path.join(b, "metrics.jsonl")).read().splitlines()
+    with open(os.path.join(b, "metrics.jsonl"), "w") as f:  # as if stopped after round 0
+        f.write("".join(line + "\n" for line in lines if json.loads(line)["round"] == 0))
+    out = tmp_path / "out"
+    assert cli.main(["report", "--pool", a, b, "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert f"Not every workdir holds every round ({a} rounds 0-1, {b} round 0)" in md
+    ticket = next(line for line in capsys.readouterr().out.splitlines() if "| ticket" in line)
+    assert [c.strip() for c in ticket.strip("|").split("|")][3] == "2"  # seed 0's trials only
+    _pair(tmp_path / "full")
+    full = [str(tmp_path / "full" / f"seed={s}") for s in (0, 1)]
+    assert cli.main(["report", "--pool", *full, "--out", str(tmp_path / "o2")]) == 0
+    assert "Not every workdir" not in (tmp_path / "o2" / "report.md").read_text()
+
+
 def test_pool_default_folder_is_pooled_beside_the_workdirs(tmp_path, capsys):
     a, b = _pair(tmp_path)
     assert cli.main(["report", a, b, "--pool"]) == 0

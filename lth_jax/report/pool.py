@@ -136,7 +136,7 @@ def pool(workdirs: Sequence[str]) -> tuple[dict, list[dict], list[dict]]:
     list of seeds and ``num_trials`` to the pooled count; ``records`` are every
     workdir's latest records, each with ``seed`` and ``trial = (seed, trial)``,
     in the order of the seeds; ``sources`` lists ``{"workdir", "seed",
-    "trials"}`` in that order.
+    "trials", "rounds"}`` in that order (``rounds``: those its records hold).
 
     Raises:
       ValueError: one line: a workdir without ``config.json`` or metrics, of
@@ -175,7 +175,8 @@ def pool(workdirs: Sequence[str]) -> tuple[dict, list[dict], list[dict]]:
             trial = r.get("trial")
             records.append({**r, "seed": seed, "trial": None if trial is None else (seed, trial)})
         trials = sorted({r["trial"] for r in own if r.get("trial") is not None})
-        sources.append({"workdir": d, "seed": seed, "trials": trials})
+        rounds = sorted({r["round"] for r in own if r.get("round") is not None})
+        sources.append({"workdir": d, "seed": seed, "trials": trials, "rounds": rounds})
     config = {**first_cfg, "seed": [s["seed"] for s in sources]}
     config["num_trials"] = sum(len(s["trials"]) for s in sources)
     return config, records, sources
@@ -190,7 +191,22 @@ def default_out(workdirs: Sequence[str]) -> str:
 def _pooled_line(sources: Sequence[Mapping]) -> str:
     parts = [f"{s['workdir']} (seed {s['seed']}, {_trials(len(s['trials']))})" for s in sources]
     n = sum(len(s["trials"]) for s in sources)
-    return f"Pooled: {_trials(n)} from {len(sources)} workdirs: {', '.join(parts)}. "
+    line = f"Pooled: {_trials(n)} from {len(sources)} workdirs: {', '.join(parts)}. "
+    if len({tuple(s["rounds"]) for s in sources}) > 1:  # an unfinished workdir, or a shorter run
+        held = ", ".join(f"{s['workdir']} {_rounds(s['rounds'])}" for s in sources)
+        line += (
+            f"Not every workdir holds every round ({held}): a round pools the workdirs that "
+            "hold it (its `trials` column). "
+        )
+    return line
+
+
+def _rounds(rounds: Sequence[int]) -> str:
+    if len(rounds) < 2:
+        return f"round {rounds[0]}" if rounds else "no rounds"
+    if list(rounds) == list(range(rounds[0], rounds[-1] + 1)):
+        return f"rounds {rounds[0]}-{rounds[-1]}"
+    return "rounds " + ", ".join(map(str, rounds))
 
 
 def _trials(n: int) -> str:
