@@ -57,7 +57,7 @@ from lth_jax.report import files
 from lth_jax.report.across import across_report
 from lth_jax.report.findings import findings_lines, lottery_findings
 from lth_jax.report.lottery_figure import plot_report
-from lth_jax.report.paired import PAIRED_NOTE, format_paired, lottery_pairs
+from lth_jax.report.paired import PAIRED_NOTE, arms_note, format_paired, lottery_pairs
 from lth_jax.report.stats import (
     BANDS,
     CI_LEVEL,
@@ -353,7 +353,7 @@ def _section(workdir: str, records, rows, pairs, heading: str | None) -> str:
     lines += [format_table(rows), ""]
     if pairs:
         lines += [f"{sub} Paired comparisons", ""]
-        lines += [format_paired(pairs), "", PAIRED_NOTE, ""]
+        lines += [format_paired(pairs), "", PAIRED_NOTE + arms_note(r["arm"] for r in records), ""]
     return "\n".join(lines)
 
 
@@ -365,7 +365,9 @@ _CURVE_NOTE = (
 )
 
 
-def _notes(band: str, curve: bool = False, stops: Sequence[str] = ("val_loss",)) -> str:
+def _notes(
+    band: str, curve: bool = False, stops: Sequence[str] = ("val_loss",), arms: Sequence[str] = ()
+) -> str:
     stops = sorted(set(stops))
     stop = (
         EARLY_STOP.get(stops[0], stops[0])
@@ -383,7 +385,9 @@ def _notes(band: str, curve: bool = False, stops: Sequence[str] = ("val_loss",))
         f"points. Figure: line = mean, band = {BANDS[band]} (ok trials); every arm's line "
         "starts at the dense (round 0) point, and the dashed line is the dense mean. Arms: "
         "`ticket` = ticket, `reinit` = random re-init, `random_mask` = random pruning, "
-        "`one_shot` = one-shot pruning, `dense` = dense (round 0)." + (_CURVE_NOTE if curve else "")
+        "`one_shot` = one-shot pruning, `dense` = dense (round 0)."
+        + arms_note(arms)
+        + (_CURVE_NOTE if curve else "")
     )
 
 
@@ -476,7 +480,8 @@ def write_report(
         lines, across = across_report(runs)
         md.append("\n".join(lines))
     curve = any(has_curve(rows) for _, _, rows, _ in loaded)
-    files.write_markdown(out, md, title, _notes(band, curve, stops))
+    arms = [r["arm"] for _, records, _, _ in loaded for r in records]
+    files.write_markdown(out, md, title, _notes(band, curve, stops, arms))
     sections = [
         (lab, rows, pairs, lottery_findings(records, pairs))
         for lab, (_, records, rows, pairs) in zip(labels, loaded)

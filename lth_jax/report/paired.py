@@ -41,6 +41,8 @@ __all__ = [
     "lottery_pairs",
     "format_paired",
     "PAIRED_NOTE",
+    "MORE_ARMS",
+    "arms_note",
 ]
 
 #: The metrics compared, with their column titles.
@@ -220,3 +222,34 @@ PAIRED_NOTE = (
     "`one_shot` = one-shot pruning (the trained dense network pruned at once to the same "
     "per-layer counts, rewound weights), `dense` = the dense network."
 )
+
+#: The arms :data:`PAIRED_NOTE` does not name, as a report explains them (``lth_jax/arms.py``).
+MORE_ARMS = {
+    "gmp": "gradual magnitude pruning (every weight alive at the start, pruned while it "
+    "trains to the same per-layer counts, rewound weights)",
+    "snip": "SNIP (the rewound weights pruned at once to the same per-layer counts, highest "
+    "|g w| kept)",
+    "grasp": "GraSP (the same, highest w Hg kept)",
+    "synflow": "SynFlow (the same, iteratively, by the data-free synaptic-flow score)",
+}
+
+
+def arms_note(arms) -> str:
+    """A sentence on the arms among ``arms`` that :data:`PAIRED_NOTE` does not name; ``""``: none.
+
+    Example:
+      >>> arms_note(["ticket", "reinit"])
+      ''
+      >>> print(arms_note(["ticket", "grasp_reinit", "grasp_reinit"]))
+       More arms: `grasp_reinit` = the grasp mask with a fresh initialization.
+    """
+    parts = []
+    for a in dict.fromkeys(arms):  # first-seen order, once each
+        base, _, variant = a.rpartition("_")
+        if a in MORE_ARMS:
+            parts.append(f"`{a}` = {MORE_ARMS[a]}")
+        elif base in MORE_ARMS and variant == "shuffled":
+            parts.append(f"`{a}` = the {base} mask shuffled at random within each layer")
+        elif base in MORE_ARMS and variant == "reinit":
+            parts.append(f"`{a}` = the {base} mask with a fresh initialization")
+    return f" More arms: {', '.join(parts)}." if parts else ""

@@ -47,7 +47,7 @@ from lth_jax.report.lottery import (
     summary_data,
 )
 from lth_jax.report.lottery_figure import plot_report
-from lth_jax.report.paired import PAIRED_NOTE, format_paired, lottery_pairs
+from lth_jax.report.paired import PAIRED_NOTE, arms_note, format_paired, lottery_pairs
 from lth_jax.report.stats import BANDS, has_curve, latest
 from lth_jax.workdir.layout import HARMLESS_KEYS as HARMLESS
 
@@ -262,8 +262,10 @@ def write_report(
     md += ["## Findings", "", *findings_lines(records, pairs), ""]
     md += [format_table(rows), ""]
     if pairs:
-        md += ["## Paired comparisons", "", format_paired(pairs), "", PAIRED_NOTE, ""]
-    files.write_markdown(out, md, title, _notes(band, has_curve(rows), stops))
+        arms = arms_note(r["arm"] for r in records)
+        md += ["## Paired comparisons", "", format_paired(pairs), "", PAIRED_NOTE + arms, ""]
+    arms = [r["arm"] for r in records]
+    files.write_markdown(out, md, title, _notes(band, has_curve(rows), stops, arms))
     data = summary_data([(label, rows, pairs, lottery_findings(records, pairs))])
     data["pooled"] = {
         "trial_key": ["seed", "trial"],
