@@ -154,6 +154,9 @@ def _done(i: int, n: int, p: Point, code, seconds: float | None = None) -> tuple
     how = f"exit {code}"
     if isinstance(code, int) and code < 0:
         how = f"killed by {signal.Signals(-code).name}"
+    if code in (130, 143):  # lth-jax run stopped by SIGINT/SIGTERM after a checkpoint
+        name = signal.Signals(code - 128).name
+        return f"[{i}/{n}] {p.name}: stopped by {name}{took}, resumable (log {p.log})", False
     return f"[{i}/{n}] {p.name}: failed ({how}){took}: {why} (log {p.log})", False
 
 
@@ -186,6 +189,7 @@ class _Signals:
 def launch_local(points: list[Point], parallel: int) -> list[str]:
     """Runs ``points``, ``parallel`` at a time; the names of those that failed."""
     pending, running, failed, n = list(enumerate(points, 1)), {}, [], len(points)
+    done = 0
     with _Signals() as sig:
         while pending or running:
             while pending and len(running) < parallel and sig.signum is None:
@@ -201,8 +205,9 @@ def launch_local(points: list[Point], parallel: int) -> list[str]:
                 line, ok = _done(i, n, p, proc.returncode, time.monotonic() - t0)
                 print(line, flush=True)
                 failed += [] if ok else [p.name]
+                done += ok
             if sig.signum is not None and not running:
-                raise wd.Interrupted(sig.signum, f"after {n - len(pending)} of {n} points")
+                raise wd.Interrupted(sig.signum, f"with {done} of {n} points done")
     return failed
 
 
