@@ -397,3 +397,16 @@ def test_more_rounds_extend_a_finished_run_and_fewer_are_refused(tmp_path):
     assert json.load(open(os.path.join(wd, "config.json")))["imp"]["rounds"] == 2
     with pytest.raises(ValueError, match=r"imp\.rounds \(2 -> 1\)"):
         lottery.run(_tiny(), wd)
+
+
+def test_a_nested_signal_guard_takes_over_a_signal_the_outer_one_received():
+    with workdir.SignalGuard() as outer:
+        with workdir.SignalGuard() as quiet:
+            assert quiet.signum is None  # nothing received: nothing taken over
+        os.kill(os.getpid(), signal.SIGINT)  # the first signal: only a flag
+        assert outer.signum == signal.SIGINT
+        with workdir.SignalGuard() as inner:  # e.g. the target IMP run inside a transfer run
+            assert inner.signum == signal.SIGINT  # it stops at its first safe point
+            with pytest.raises(workdir.Interrupted, match="at once"):
+                os.kill(os.getpid(), signal.SIGINT)  # a second signal stops at once
+                time.sleep(1)

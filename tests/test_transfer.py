@@ -386,6 +386,9 @@ def test_a_pretrained_source_is_checked_before_anything_is_written(tmp_path):
             transfer.run(tiny_config(**reuse, **{key: value}), other)
         assert shown in str(e.value)
         assert not os.path.exists(other)
+    # Only the dense network of round 0 loaded: the source's IMP settings do not matter.
+    dense = {"transfer.arms": ("pretrained",), "transfer.pretrained_workdir": first}
+    transfer.run(tiny_config(**dense, **{"imp.prune_rate": 0.2}), str(tmp_path / "dense"))
     # More trials than the source has: refused before --overwrite deletes anything.
     with pytest.raises(config_lib.ConfigError, match="only 1 trials"):
         transfer.run(tiny_config(**reuse, num_trials=2), second, overwrite=True)

@@ -14,8 +14,9 @@
    ``t`` there, round ``transfer.pretrained_round`` (default 0: the trained
    dense network). Its ``config.json`` must describe the source this config
    would pretrain (model, data, training, IMP settings and seed; arms, trials,
-   rounds and logging may differ: :mod:`lth_jax.transfer.source`), checked
-   before anything is written, so the report's config line is true of it.
+   rounds, ``train.eval_every`` and logging may differ, and the IMP settings
+   too when only round 0's dense network is loaded: :mod:`lth_jax.transfer.source`),
+   checked before anything is written, so the report's config line is true of it.
 2. **Fine-tune** on the target dataset (block ``target``), once per size in
    ``target.train_sizes`` (a fraction of the target training set, or a count),
    with the ``finetune`` block's steps, batch size and optimizer, every arm of

@@ -268,20 +268,24 @@ class _SizeRunner:
         )
         return (*arms_lib.get(base)(inputs), group)
 
-    def _stop(self, step, get_state) -> None:
-        """``on_chunk``: raises :class:`lth_jax.workdir.Interrupted` once a signal came."""
+    def _stop(self, step=None, get_state=None) -> None:
+        """``on_chunk``: raises :class:`lth_jax.workdir.Interrupted` once a signal came.
+
+        Also called before each trial and each target IMP run (``step`` None).
+        """
         if self.guard is not None and self.guard.signum is not None:
             size = transfer_report.train_size_label(self.size)
+            at = "" if step is None else f" at step {step}"
             raise wd.Interrupted(
                 self.guard.signum,
-                f"in the fine-tuning of target size {size} at step {step} (a size is redone "
-                "from its start)",
+                f"in the fine-tuning of target size {size}{at} (a size is redone from its start)",
             )
 
     def run(self) -> list[dict]:
         arms = [a for a in self.config.transfer.arms if a != "ticket_target"]
         records = []
         for trial in self.trials:
+            self._stop()
             eng0 = self.engine((False, False, False), 0)
             fresh = eng0.init(self.key(trial, "transfer_init"))
             per_group: dict[tuple, list] = {}
@@ -359,6 +363,7 @@ class _SizeRunner:
             tcfg = target_lottery_config(c, self.size, trial)
             tcfg.train.batch_size = self.batch_size
             d = os.path.join(self.workdir, TARGET_IMP_DIR, f"size{self.i}_trial{trial}")
+            self._stop()
             recs = lottery.run(tcfg, d, progress=self.progress)
             rec = next(r for r in recs if r["round"] == rounds and r["arm"] == "ticket")
             keep = {

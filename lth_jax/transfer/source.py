@@ -98,7 +98,8 @@ def pretrained_source(config) -> Source:
     Raises:
       ConfigError: it lacks a round or trials, has no ``config.json``, or trained
         another source than :func:`source_config` describes (model, data,
-        training, IMP settings, seed: any key but :data:`SOURCE_FREE_KEYS`).
+        training, IMP settings, seed: any key but :data:`SOURCE_FREE_KEYS`; the
+        ``imp`` block too when only the dense network of round 0 is loaded).
     """
     tc = config.transfer
     directory = _source_dir(tc.pretrained_workdir)
@@ -108,11 +109,12 @@ def pretrained_source(config) -> Source:
             f"transfer.pretrained_workdir {directory} has no {wd.CONFIG}, so its source cannot "
             "be checked against this config"
         )
+    dense_only = _ticket_round(config) is None and int(tc.pretrained_round) == 0
     diff = wd.config_diff(
         src.config,
         wd.config_to_json(source_config(config)),
         defaults=wd.config_to_json(config_lib.base_config()),
-        harmless=SOURCE_FREE_KEYS,
+        harmless=(*SOURCE_FREE_KEYS, "imp") if dense_only else SOURCE_FREE_KEYS,
         upgrade=config_lib.upgrade_json,
     )
     if diff:

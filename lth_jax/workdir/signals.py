@@ -33,7 +33,9 @@ class SignalGuard:
 
     A second signal stops at once (raising :class:`Interrupted`); the last
     checkpoint written stays valid. Only in the main thread of a single process
-    (``enabled``).
+    (``enabled``). A guard entered inside another (a transfer run's target IMP
+    runs) takes over a signal the outer one already received, so the inner run
+    stops at its first safe point and a second signal stops at once.
     """
 
     def __init__(self, enabled: bool = True):
@@ -47,7 +49,10 @@ class SignalGuard:
                 try:
                     self._old[sig] = signal.signal(sig, self._handle)
                 except (ValueError, OSError):  # pragma: no cover - exotic embeddings
-                    pass
+                    continue
+                outer = getattr(self._old[sig], "__self__", None)
+                if isinstance(outer, SignalGuard) and outer.signum is not None:
+                    self.signum = outer.signum
         return self
 
     def _handle(self, signum, frame):
