@@ -113,6 +113,8 @@ def main(argv=None) -> int:
     unknown = [a for a in rest if not a.startswith("--config.")]
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    from lth_jax.cli import UsageError  # a --config.KEY=VALUE that does not parse
+
     settings = _preset().SETTINGS if args.settings is None else args.settings.split(",")
     results = []
     for s in settings:
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
                     s, os.path.join(args.workroot, s), args.trials, overrides, args.overwrite
                 )
             )
-        except ConfigError as e:  # bad input, or a workdir of other settings: one line
+        except (ConfigError, UsageError) as e:  # bad input, or another run there: one line
             msg = str(e).replace("use another --workdir", "use another --workroot")
             print(f"regularizers.py: error: {msg}", file=sys.stderr)
             return 2

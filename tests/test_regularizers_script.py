@@ -30,6 +30,9 @@ def test_other_settings_are_refused_in_one_line_and_overwrite_reruns(tmp_path):
     errors = [line for line in refused.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "num_trials (1 -> 2)" in errors[0], refused.stderr
     assert "--workroot, or --overwrite" in errors[0] and "Traceback" not in refused.stderr
+    typo = _run(tmp_path, "--trials", "2", "--config.train.stepz=20")
+    assert typo.returncode == 2 and "Traceback" not in typo.stderr, typo.stderr
+    assert "unknown config key train.stepz" in typo.stderr
     again = _run(tmp_path, "--trials", "2", "--overwrite")
     assert again.returncode == 0, again.stderr
     assert "± " in (tmp_path / "out" / "table.md").read_text()  # two trials: mean ± std

@@ -204,3 +204,12 @@ def test_slurm_launcher_through_submitit_local_executor(tmp_path, env):
         assert _rounds(root / f"seed={s}") == {0, 1}
         assert "wrote" in (root / "logs" / f"seed={s}.log").read_text()
     assert any((root / "slurm").iterdir())  # submitit's files
+
+
+def test_a_point_stopped_by_the_passed_on_signal_is_resumable_not_failed(tmp_path):
+    p = launch.Point({"seed": "0"}, "seed=0", str(tmp_path / "seed=0"), str(tmp_path / "log"))
+    for code, signum in ((143, None), (130, None), (-15, 15)):
+        line, ok = launch._done(1, 2, p, code, 1.0, signum)
+        assert "stopped by SIG" in line and "resumable" in line and not ok, line
+    line, _ = launch._done(1, 2, p, -9, 1.0, 15)  # killed by something else: a failure
+    assert "failed (killed by SIGKILL)" in line

@@ -261,7 +261,12 @@ def _check_points(points: list[Point], parse_run, usage_error) -> None:
             try:
                 config_lib.check_drift(p.workdir, config, kinds.get(kind).config(), growable)
             except ConfigError as e:
-                msg = str(e).replace("or --overwrite to discard it", "or delete the point's folder")
+                msg = str(e)  # sweep has no --overwrite: a point is redone by deleting its folder
+                for advice in (
+                    "or --overwrite to discard it",
+                    "or use --overwrite to discard the run",
+                ):
+                    msg = msg.replace(advice, "or delete the point's folder")
                 raise ConfigError(f"point {p.name}: {msg}") from None
         text = json.dumps(wd.config_to_json(config), sort_keys=True)
         if text in seen:

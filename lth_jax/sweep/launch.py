@@ -146,7 +146,9 @@ def _last_line(log: str) -> str:
     return ""
 
 
-def _done(i: int, n: int, p: Point, code, seconds: float | None = None) -> tuple[str, bool]:
+def _done(
+    i: int, n: int, p: Point, code, seconds: float | None = None, signum: int | None = None
+) -> tuple[str, bool]:
     took = "" if seconds is None else f" in {seconds:.0f} s"
     if code == 0:
         return f"[{i}/{n}] {p.name}: done{took}", True
@@ -154,8 +156,11 @@ def _done(i: int, n: int, p: Point, code, seconds: float | None = None) -> tuple
     how = f"exit {code}"
     if isinstance(code, int) and code < 0:
         how = f"killed by {signal.Signals(-code).name}"
-    if code in (130, 143):  # lth-jax run stopped by SIGINT/SIGTERM after a checkpoint
-        name = signal.Signals(code - 128).name
+    # lth-jax run stopped by SIGINT/SIGTERM after a checkpoint (130/143), or killed by the
+    # signal the sweep passed on before its run could catch it (-signum): resumable either way.
+    stopped = code in (130, 143) or (signum is not None and code == -signum)
+    if stopped:
+        name = signal.Signals(code - 128 if code > 0 else -code).name
         return f"[{i}/{n}] {p.name}: stopped by {name}{took}, resumable (log {p.log})", False
     return f"[{i}/{n}] {p.name}: failed ({how}){took}: {why} (log {p.log})", False
 
@@ -197,12 +202,15 @@ def launch_local(points: list[Point], parallel: int) -> list[str]:
                 proc = _start(p.argv, p.log, new_session=True)
                 running[proc] = (i, p, time.monotonic())
                 sig.procs = list(running)
+                if sig.signum is not None:  # it came between the start and the line above
+                    with contextlib.suppress(OSError):
+                        proc.send_signal(sig.signum)
                 print(f"[{i}/{n}] {p.name}: started, log {p.log}", flush=True)
             time.sleep(0.1)
             for proc in [q for q in running if q.poll() is not None]:
                 i, p, t0 = running.pop(proc)
                 sig.procs = list(running)
-                line, ok = _done(i, n, p, proc.returncode, time.monotonic() - t0)
+                line, ok = _done(i, n, p, proc.returncode, time.monotonic() - t0, sig.signum)
                 print(line, flush=True)
                 failed += [] if ok else [p.name]
                 done += ok
