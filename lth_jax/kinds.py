@@ -1,9 +1,12 @@
-"""The experiment kinds: ``{kind: (config, validate, run, report)}``, read by the CLI.
+"""The experiment kinds: ``{kind: (config, validate, check_drift, run, report)}``, read by the CLI.
 
 A config's ``kind`` names its row. Each field is a function:
 
 * ``config()``: the base config of the kind (every key with its default);
 * ``validate(config)``: raises :class:`~lth_jax.checks.ConfigError` (one line);
+* ``check_drift(workdir, config)``: raises :class:`~lth_jax.checks.ConfigError`
+  (one line, naming the keys) when ``workdir`` holds a run of another config, by
+  the kind's rules (what may grow, what counts as results);
 * ``run(config, workdir, *, overwrite=False, progress=None)``: runs or resumes
   the experiment in ``workdir``, returns its records;
 * ``report(workdir, out_dir=None)``: writes ``report.md`` / ``report.png``,
@@ -29,6 +32,7 @@ class Kind(NamedTuple):
 
     config: str
     validate: str
+    check_drift: str
     run: str
     report: str
 
@@ -37,18 +41,21 @@ KINDS: dict[str, Kind] = {
     "lottery": Kind(
         config="lth_jax.config:base_config",
         validate="lth_jax.config:validate",
+        check_drift="lth_jax.config:check_drift",
         run="lth_jax.lottery:run",
         report="lth_jax.report:write_report",
     ),
     "instability": Kind(
         config="lth_jax.config:base_config",
         validate="lth_jax.config:validate",
+        check_drift="lth_jax.config:check_drift",
         run="lth_jax.instability:run",
         report="lth_jax.report:write_report",
     ),
     "transfer": Kind(
         config="lth_jax.transfer.config:transfer_config",
         validate="lth_jax.transfer.config:validate",
+        check_drift="lth_jax.transfer.runner:check_drift",
         run="lth_jax.transfer.runner:run",
         report="lth_jax.report.transfer:write_report",
     ),
@@ -63,6 +70,7 @@ def _resolve(name: str) -> Any:
 class _Resolved(NamedTuple):
     config: Any
     validate: Any
+    check_drift: Any
     run: Any
     report: Any
 

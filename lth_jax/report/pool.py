@@ -261,10 +261,10 @@ def write_report(
     md += [f"Metrics: {_records_summary(records, rows)}", ""]
     md += ["## Findings", "", *findings_lines(records, pairs), ""]
     md += [format_table(rows), ""]
-    if pairs:
-        arms = arms_note(r["arm"] for r in records)
-        md += ["## Paired comparisons", "", format_paired(pairs), "", PAIRED_NOTE + arms, ""]
     arms = [r["arm"] for r in records]
+    if pairs:
+        note = PAIRED_NOTE + arms_note(arms)
+        md += ["## Paired comparisons", "", format_paired(pairs), "", note, ""]
     files.write_markdown(out, md, title, _notes(band, has_curve(rows), stops, arms))
     data = summary_data([(label, rows, pairs, lottery_findings(records, pairs))])
     data["pooled"] = {

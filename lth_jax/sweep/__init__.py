@@ -245,21 +245,18 @@ def _grid(args, run_argv: list[str]) -> list[Point]:
 def _check_points(points: list[Point], parse_run, usage_error) -> None:
     """Builds and validates every point's config; refuses two points with the same config, and
     a point whose workdir holds a run of another config (as ``lth-jax run`` would, up front)."""
-    from lth_jax import config as config_lib
-
     seen: dict[str, str] = {}
     for p in points:
         try:
             config = parse_run(p.argv)[0]
-            kinds.get(config.get("kind", "lottery")).validate(config)
+            kind = kinds.get(config.get("kind", "lottery"))
+            kind.validate(config)
         except (usage_error, ConfigError) as e:
             raise ConfigError(f"point {p.name}: {e}") from None
         p.config = config
         if os.path.isfile(os.path.join(p.workdir, wd.CONFIG)):
-            kind = config.get("kind", "lottery")
-            growable = () if kind == "transfer" else ("imp.rounds",)
             try:
-                config_lib.check_drift(p.workdir, config, kinds.get(kind).config(), growable)
+                kind.check_drift(p.workdir, config)
             except ConfigError as e:
                 msg = str(e)  # sweep has no --overwrite: a point is redone by deleting its folder
                 for advice in (

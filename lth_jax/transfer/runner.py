@@ -44,7 +44,7 @@ from lth_jax.transfer.surgery import (
     transfer_mask,
 )
 
-__all__ = ["make_finetune_optimizer", "run"]
+__all__ = ["check_drift", "make_finetune_optimizer", "run"]
 
 TARGET_IMP_DIR = "target_imp"
 #: What ``--overwrite`` deletes in a transfer workdir (lth-jax's own files only).
@@ -386,6 +386,15 @@ class _SizeRunner:
 # ----------------------------------------------------------------------------- runner
 
 
+def check_drift(workdir: str, config) -> None:
+    """Refuses ``workdir`` if it holds a transfer run of another config (nothing may grow).
+
+    Raises:
+      ConfigError: naming the differing keys, with both values.
+    """
+    config_lib.check_drift(workdir, config, base=transfer_config(), growable=(), results=RESULTS)
+
+
 def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None = None):
     """Runs (or resumes) a transfer experiment in ``workdir``; returns all records.
 
@@ -405,9 +414,7 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
     is_main = parallel.is_main()
     with wd.lock(workdir, is_main):
         if not overwrite:
-            config_lib.check_drift(
-                workdir, config, base=transfer_config(), growable=(), results=RESULTS
-            )
+            check_drift(workdir, config)
         _check_target(config)
         pretrained = None
         if config.transfer.pretrained_workdir is not None:
