@@ -31,6 +31,7 @@ import numpy as np
 
 from lth_jax.checks import ConfigError
 from lth_jax.report.regularizers import format_table  # the table of table.md and the README
+from lth_jax.workdir import DriftError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRESET = "preset:regularizers_mnist1d"  # lth_jax/configs/regularizers_mnist1d.py
@@ -126,8 +127,9 @@ def main(argv=None) -> int:
                 )
             )
         except (ConfigError, UsageError) as e:  # bad input, or another run there: one line
-            msg = str(e).replace("use another --workdir", "use another --workroot")
-            print(f"regularizers.py: error: {msg}", file=sys.stderr)
+            if isinstance(e, DriftError):  # this script's options, not lth-jax run's
+                e = f"{e.problem}; use another --workroot, or --overwrite to discard it"
+            print(f"regularizers.py: error: {e}", file=sys.stderr)
             return 2
         print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     os.makedirs(args.out, exist_ok=True)

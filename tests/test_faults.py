@@ -327,11 +327,21 @@ def test_config_drift_check_unit(tmp_path):
     workdir.write_json_atomic(str(tmp_path / "config.json"), saved)
     config_lib.check_drift(str(tmp_path), c)  # accepted
     c.imp.prune_rate = 0.3
-    with pytest.raises(ValueError, match=r"imp\.prune_rate \(0\.2 -> 0\.3\)"):
+    with pytest.raises(workdir.DriftError, match=r"imp\.prune_rate \(0\.2 -> 0\.3\)") as e:
         config_lib.check_drift(str(tmp_path), c)
+    # The problem and lth-jax run's advice apart, for commands with other options (sweep).
+    assert e.value.advice == "use another --workdir, or --overwrite to discard it"
+    assert str(e.value) == f"{e.value.problem}; {e.value.advice}"
+    assert "imp.prune_rate" in e.value.problem and "--" not in e.value.problem
     (tmp_path / "config.json").write_text("{garbled")
-    with pytest.raises(ValueError, match="config.json cannot be read"):
+    with pytest.raises(workdir.DriftError, match="config.json cannot be read") as e:
         config_lib.check_drift(str(tmp_path), _tiny())
+    assert "--overwrite" in e.value.advice and "--" not in e.value.problem
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(workdir.DriftError, match="holds results .metrics.jsonl.") as e:
+        config_lib.check_drift(str(tmp_path), _tiny())
+    assert "--overwrite" in e.value.advice and "--" not in e.value.problem
 
 
 def test_overwrite_discards_the_previous_run(tmp_path):

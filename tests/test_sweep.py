@@ -108,6 +108,19 @@ def test_bad_input_exits_2_before_anything_runs(tmp_path, capsys, args, words):
     assert not root.exists()
 
 
+def test_a_point_whose_workdir_cannot_be_checked_is_refused_with_the_sweeps_advice(
+    tmp_path, capsys
+):
+    root = tmp_path / "sweep"
+    (root / "seed=1").mkdir(parents=True)
+    (root / "seed=1" / wd.CONFIG).write_text("{garbled")
+    assert cli.main(["sweep", "--workdir", str(root), "--sweep", "seed=0,1", *RUN]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "point seed=1: workdir" in err[0] and "cannot be read" in err[0]
+    assert err[0].endswith("delete the point's folder to redo it, or sweep into another --workdir")
+    assert "--overwrite" not in err[0] and not (root / "seed=0").exists()
+
+
 def test_point_status(tmp_path):
     workdir = str(tmp_path / "seed=0")
     argv = [*RUN, "--config.seed=0", "--workdir", workdir]
@@ -152,7 +165,10 @@ def test_local_sweep_runs_each_point_skips_finished_ones_and_pools(tmp_path, env
     assert (
         "point seed=0: workdir" in changed.stderr and "train.steps (200 -> 300)" in changed.stderr
     )
-    assert "delete the point's folder" in changed.stderr and "started" not in changed.stdout
+    assert "delete the point's folder to redo it, or sweep into another --workdir" in (
+        changed.stderr
+    )
+    assert "--overwrite" not in changed.stderr and "started" not in changed.stdout
 
     assert cli.main(shlex.split(pool_cmd)[1:]) == 0
     table = capsys.readouterr().out

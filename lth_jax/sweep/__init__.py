@@ -257,14 +257,13 @@ def _check_points(points: list[Point], parse_run, usage_error) -> None:
         if os.path.isfile(os.path.join(p.workdir, wd.CONFIG)):
             try:
                 kind.check_drift(p.workdir, config)
+            except wd.DriftError as e:  # sweep has no --overwrite: a point is redone anew
+                raise ConfigError(
+                    f"point {p.name}: {e.problem}; delete the point's folder to redo it, "
+                    "or sweep into another --workdir"
+                ) from None
             except ConfigError as e:
-                msg = str(e)  # sweep has no --overwrite: a point is redone by deleting its folder
-                for advice in (
-                    "or --overwrite to discard it",
-                    "or use --overwrite to discard the run",
-                ):
-                    msg = msg.replace(advice, "or delete the point's folder")
-                raise ConfigError(f"point {p.name}: {msg}") from None
+                raise ConfigError(f"point {p.name}: {e}") from None
         text = json.dumps(wd.config_to_json(config), sort_keys=True)
         if text in seen:
             raise ConfigError(f"points {seen[text]} and {p.name} give the same config")

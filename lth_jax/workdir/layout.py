@@ -32,6 +32,7 @@ __all__ = [
     "prepare",
     "check_config_drift",
     "config_diff",
+    "DriftError",
     "note",
 ]
 
@@ -203,6 +204,19 @@ def prepare(workdir: str, overwrite: bool, owned: Sequence[str], is_main: bool =
     remove_stale_tmp_files(workdir, owned)
 
 
+class DriftError(ConfigError):
+    """:func:`check_config_drift`'s refusal: ``problem``, then ``; advice``.
+
+    ``advice`` names the ``lth-jax run`` options (``--workdir``, ``--overwrite``);
+    a command without them (a sweep, a script) words its own from ``problem``.
+    """
+
+    def __init__(self, problem: str, advice: str):
+        super().__init__(f"{problem}; {advice}")
+        self.problem = problem
+        self.advice = advice
+
+
 def check_config_drift(
     workdir: str,
     new: dict,
@@ -231,30 +245,31 @@ def check_config_drift(
         the config, and the workdir is refused.
 
     Raises:
-      ConfigError: naming the differing keys, with both values.
+      DriftError: (a :class:`~lth_jax.checks.ConfigError`) naming the differing keys, with
+        both values; or for an unreadable ``config.json``, or results without one.
     """
     try:
         saved = read_json(os.path.join(workdir, CONFIG))
     except ValueError as e:
-        raise ConfigError(
-            f"workdir {workdir}: {e}; fix or remove it, or use --overwrite to discard the run"
+        raise DriftError(
+            f"workdir {workdir}: {e}", "fix or remove it, or use --overwrite to discard the run"
         ) from None
     if saved is None:
         held = [n for n in results if _has_content(os.path.join(workdir, n))]
         if held:
-            raise ConfigError(
+            raise DriftError(
                 f"workdir {workdir} holds results ({', '.join(held)}) but no {CONFIG}, so they "
-                f"cannot be checked against this config; put its {CONFIG} back, or use "
-                "--overwrite to discard them"
+                "cannot be checked against this config",
+                f"put its {CONFIG} back, or use --overwrite to discard them",
             )
         return
     shown = config_diff(
         saved, new, defaults=defaults, harmless=harmless, growable=growable, upgrade=upgrade
     )
     if shown:
-        raise ConfigError(
-            f"workdir {workdir} holds a run with a different config: {shown}; "
-            "use another --workdir, or --overwrite to discard it"
+        raise DriftError(
+            f"workdir {workdir} holds a run with a different config: {shown}",
+            "use another --workdir, or --overwrite to discard it",
         )
 
 
