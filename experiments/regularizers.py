@@ -130,6 +130,8 @@ def main(argv=None) -> int:
             if isinstance(e, DriftError):  # this script's options, not lth-jax run's
                 e = f"{e.problem}; use another --workroot, or --overwrite to discard it"
             print(f"regularizers.py: error: {e}", file=sys.stderr)
+            if getattr(e, "detail", ""):  # how to fix it (a missing dataset's files)
+                print(e.detail, file=sys.stderr)
             return 2
         print(format_table(results[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     os.makedirs(args.out, exist_ok=True)

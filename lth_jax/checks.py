@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "ConfigError",
+    "with_detail",
     "first_line",
     "is_int",
     "is_number",
@@ -42,11 +43,32 @@ __all__ = [
 
 
 class ConfigError(ValueError):
-    """A config value is out of range or unknown; the message is one plain line."""
+    """A config value is out of range or unknown; the message is one plain line.
 
-    def __init__(self, msg: str = ""):
+    ``detail``: further lines, such as the steps that fix it, which the CLI prints as they
+    are under the error's line (``str(error)`` is that line alone). :func:`with_detail`
+    makes one from a multi-line message.
+    """
+
+    def __init__(self, msg: str = "", detail: str = ""):
         lines = [line.strip() for line in str(msg).splitlines() if line.strip()]
         super().__init__("; ".join(lines))
+        self.detail = str(detail).strip("\n")
+
+
+def with_detail(e: BaseException, prefix: str = "", cls: type = ConfigError) -> ConfigError:
+    """A :class:`ConfigError` (or subclass ``cls``) of ``e``'s message: its first line the
+    error's, after ``prefix``, and the rest the error's ``detail``.
+
+    Example:
+      >>> e = with_detail(RuntimeError("no data\\n  put the files in d/"), "target: ")
+      >>> str(e), e.detail
+      ('target: no data', '  put the files in d/')
+    """
+    lines = [line.rstrip() for line in str(e).splitlines() if line.strip()]
+    if not lines:
+        return cls(prefix + type(e).__name__)
+    return cls(prefix + lines[0].strip(), detail="\n".join(lines[1:]))
 
 
 def first_line(e: BaseException, limit: int | None = None) -> str:

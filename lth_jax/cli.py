@@ -55,7 +55,7 @@ from ml_collections import config_flags
 from ml_collections.config_flags import config_path, tuple_parser
 
 from lth_jax import __version__, checks, cli_help, configs, kinds, report, sweep
-from lth_jax.checks import ConfigError
+from lth_jax.checks import ConfigError, with_detail
 from lth_jax.workdir import RunFailed, config_to_json
 
 USAGE = (
@@ -361,7 +361,7 @@ def _run(argv) -> int:
     try:
         k.run(config, workdir, overwrite=overwrite)
     except data.DatasetUnavailableError as e:  # a dataset the runner did not check first
-        raise UsageError(str(e)) from None
+        raise with_detail(e) from None
     if parallel.is_main():
         text = k.report(workdir)
         print(text)
@@ -484,6 +484,8 @@ def main(argv=None) -> int:
         return 0
     except (UsageError, ConfigError) as e:
         print(f"lth-jax: error: {_one_line(str(e))}", file=sys.stderr, flush=True)
+        if getattr(e, "detail", ""):  # how to fix it (a missing dataset's files), as it is
+            print(e.detail, file=sys.stderr, flush=True)
         return 2
     except CommandFailed as e:
         print(f"lth-jax: error: {_one_line(str(e))}", file=sys.stderr, flush=True)

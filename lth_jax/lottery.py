@@ -100,8 +100,8 @@ class Experiment:
             )
         except ValueError as e:
             raise config_lib.ConfigError(f"dataset {c.dataset.name}: {e}") from None
-        except data.DatasetUnavailableError as e:
-            raise config_lib.ConfigError(str(e)) from None
+        except data.DatasetUnavailableError as e:  # what is missing, then how to supply it
+            raise checks.with_detail(e) from None
         try:
             self.model = models.get(
                 c.model.name, num_classes=self.dataset.num_classes, **config_lib.model_kwargs(c)

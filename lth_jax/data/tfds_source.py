@@ -38,8 +38,12 @@ answer is remembered for the rest of the process.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
+import sys
+import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -70,10 +74,61 @@ TF_MISSING_MSG = (
 )
 
 
-def _require_tensorflow(name: str):
-    """Imports TensorFlow, hides its GPUs from it (JAX owns them), returns it."""
+#: TensorFlow's start-up lines (its C++ log, written to stderr while it is imported: the
+#: logger's own notice, the oneDNN note, the CPU features its build does not use). Dropped
+#: when lth_jax imports it; any other line written meanwhile is passed on.
+TF_BANNER = (
+    "WARNING: All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "cpu_feature_guard.cc",
+    "To enable the following instructions:",
+)
+
+
+@contextlib.contextmanager
+def _without_tf_banner():
+    """Holds back what is written to file descriptor 2 meanwhile, then writes it there
+    without the lines of :data:`TF_BANNER` (all of it when the body raises)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    ok = False
     try:
-        import tensorflow as tf
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+                ok = True
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                held.seek(0)
+                lines = held.read().decode(errors="replace").splitlines(keepends=True)
+                kept = [x for x in lines if not ok or not any(b in x for b in TF_BANNER)]
+                if kept:
+                    sys.stderr.write("".join(kept))
+                    sys.stderr.flush()
+    finally:
+        os.close(saved)
+
+
+class _DropAbslLine(logging.Filter):
+    """Drops TFDS's warning about a dataset folder without its ``dataset_info.json`` (a
+    dataset that is not prepared there, which the error raised here explains)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "has no dataset_info.json" not in record.getMessage()
+
+
+def _require_tensorflow(name: str):
+    """Imports TensorFlow and TFDS (without TensorFlow's start-up lines, :data:`TF_BANNER`),
+    hides TensorFlow's GPUs from it (JAX owns them), returns it."""
+    try:
+        if "tensorflow" in sys.modules and "tensorflow_datasets" in sys.modules:
+            import tensorflow as tf
+        else:
+            with _without_tf_banner():
+                import tensorflow as tf
+                import tensorflow_datasets  # noqa: F401 - loads more of TensorFlow's libraries
     except ImportError as e:
         raise TensorFlowMissingError(TF_MISSING_MSG.format(name=name)) from e
     try:
@@ -162,13 +217,14 @@ def _unavailable_message(name, builder, data_dir, manual_dir, files, missing, re
         "Fix it in one of these ways:",
         f"  1. Put the original files in {manual_dir}:",
         listing,
-        "     and call again; TFDS prepares the dataset from them without network"
+        "     and run again; TFDS prepares the dataset from them without network"
         " (they must match TFDS's registered checksums).",
         "  2. On a machine with network run",
         f"       tfds build {builder.name} --data_dir <DIR>",
         f"     then copy <DIR>/{builder.name} to {os.path.join(data_dir, builder.name)}",
-        "  3. Where the network is reachable, call with download=True (download=None"
-        f" downloads only when a probe connection succeeds and {_OFFLINE_ENV} is not set).",
+        "  3. Where the network is reachable, load it again: it is downloaded when a probe"
+        f" connection to its host succeeds ({_OFFLINE_ENV}=0 skips the probe;"
+        " load_tfds(download=True) forces the download).",
     ]
     return "\n".join(lines)
 
@@ -211,9 +267,14 @@ def load_tfds(
     _require_tensorflow(name)
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-    if not builder.is_prepared():
-        _prepare(builder, name, data_dir, manual_dir, download)
+    absl_log, quiet = logging.getLogger("absl"), _DropAbslLine()
+    absl_log.addFilter(quiet)
+    try:
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+        if not builder.is_prepared():
+            _prepare(builder, name, data_dir, manual_dir, download)
+    finally:
+        absl_log.removeFilter(quiet)
     # Read in chunks rather than with batch_size=-1: that one needs the split sizes
     # in the dataset info, which mocked or partially described datasets lack.
     ds = builder.as_dataset(

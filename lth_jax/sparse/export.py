@@ -175,7 +175,8 @@ def _dataset(config):
             seed=config.get("seed", 0),
         )
     except (ValueError, data.DatasetUnavailableError) as e:
-        raise ExportError(f"the input normalization needs dataset {d['name']}: {e}") from None
+        prefix = f"the input normalization needs dataset {d['name']}: "
+        raise checks.with_detail(e, prefix, ExportError) from None
 
 
 def export(

@@ -106,8 +106,10 @@ def _target_dataset(config, size, trial: int):
             classes=t.classes,
             seed=int(config.seed) + trial,
         )
-    except (ValueError, data.DatasetUnavailableError) as e:
+    except ValueError as e:
         raise config_lib.ConfigError(f"target: {checks.first_line(e)}") from None
+    except data.DatasetUnavailableError as e:  # what is missing, then how to supply it
+        raise checks.with_detail(e, "target: ") from None
 
 
 def _check_target(config) -> None:
