@@ -483,9 +483,8 @@ def main(argv=None) -> int:
         cli_help.emit(e.args[0] if e.args else cli_help.main_help(USAGE, __version__))
         return 0
     except (UsageError, ConfigError) as e:
-        print(f"lth-jax: error: {_one_line(str(e))}", file=sys.stderr, flush=True)
-        if getattr(e, "detail", ""):  # how to fix it (a missing dataset's files), as it is
-            print(e.detail, file=sys.stderr, flush=True)
+        detail = f"\n{e.detail}" if getattr(e, "detail", "") else ""  # a dataset's how-to
+        print(f"lth-jax: error: {_one_line(str(e))}{detail}", file=sys.stderr, flush=True)
         return 2
     except CommandFailed as e:
         print(f"lth-jax: error: {_one_line(str(e))}", file=sys.stderr, flush=True)
