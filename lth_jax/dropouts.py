@@ -250,7 +250,9 @@ def targeted_dropout(
       w: a weight tensor, e.g. a Dense kernel ``(in, out)``.
       rate: drop probability of a targeted weight, in ``[0, 1]``.
       target_fraction: fraction of each unit's weights targeted, in ``[0, 1]``.
-      deterministic: if ``True``, return ``w`` unchanged.
+      deterministic: if ``True``, return ``w`` unchanged (evaluation of the
+        dense network; the authors' code instead evaluates with every targeted
+        weight zeroed, i.e. pruned: use :func:`targeted_weights` for that).
       axis: output-unit axis (default ``-1``, the columns); ``None`` ranks over
         the whole tensor.
 

@@ -93,6 +93,7 @@ def barrier(errors):
     ``max(errors) - (errors[0] + errors[-1]) / 2`` along the last axis.
 
     Example:
+      >>> import numpy as np
       >>> float(barrier(np.array([0.10, 0.30, 0.12])))
       0.19
     """

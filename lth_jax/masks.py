@@ -319,7 +319,14 @@ def keep_pruned(inner: optax.GradientTransformation, mask=None) -> optax.Gradien
     pruned weights stay zero) and the updates coming out (so nothing the chain
     adds afterwards, such as decoupled weight decay or a proximal step, can move
     a pruned weight). Put the *whole* chain inside: ``keep_pruned(optax.chain(
-    add_l2(...), optax.adam(...), add_decayed_weights(...)))``.
+    add_l2(...), optax.adam(lr), decoupled_weight_decay(wd, lr)))`` (from
+    :mod:`lth_jax.regularizers`; ``optax.add_decayed_weights`` after the
+    optimizer would add ``+wd * p`` to an update already scaled by ``-lr``, so
+    weights would grow).
+
+    It keeps zeros: a pruned weight that is not 0 when training starts keeps
+    its value (its updates are zeroed too). Apply the mask to the weights first
+    (:func:`apply`), as the engine does when it rewinds.
 
     The mask is held in the state, not in the closure: build the transformation
     once, then start each round with ``set_mask(tx.init(params), mask)``. The

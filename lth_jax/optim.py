@@ -124,9 +124,10 @@ def make_optimizer(opt) -> optax.GradientTransformation:
     """The optax chain of an ``optimizer`` config block, wrapped to keep masks.
 
     The chain is the one drawn in this module's docstring (each part only when
-    its strength is non-zero). ``adamw`` is ``adam`` with ``weight_decay``
-    decoupled. The learning rate is a hyperparameter set by the engine every
-    step from the schedule.
+    its strength is non-zero). ``adamw`` builds the same chain as ``adam``:
+    ``weight_decay`` is decoupled for every optimizer name, and its default is 0
+    (``optax.adamw``'s is 1e-4), so set it. The learning rate is a
+    hyperparameter set by the engine every step from the schedule.
     """
     if opt.name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {opt.name!r}")

@@ -244,10 +244,13 @@ def add_l2(weight_decay: float, mask=None) -> optax.GradientTransformation:
 def add_l1(strength: float, mask=None) -> optax.GradientTransformation:
     """L1 subgradient: adds ``strength * sign(p)`` to the gradient. Place it BEFORE the optimizer.
 
-    The gradient of ``strength * sum |p|`` (with ``sign(0) = 0``), so it equals
-    training on ``loss + strength * l1_penalty(params)``. Weights oscillate
-    around zero but almost never land exactly on it; use :func:`prox_l1` for
-    exact zeros.
+    The gradient of ``strength * sum |p|`` wherever no weight is exactly 0, so
+    there it equals training on ``loss + strength * l1_penalty(params)``. At a
+    weight of exactly 0 it adds nothing: ``sign(0) = 0``, the subgradient of
+    least norm, so a zero weight whose loss gradient is 0 (a pruned one) stays
+    0; ``jax.grad`` of :func:`l1_penalty` takes ``+strength`` there instead
+    (JAX's derivative of ``abs`` at 0 is 1). Weights oscillate around zero but
+    almost never land exactly on it; use :func:`prox_l1` for exact zeros.
 
     Args:
       strength: coefficient ``>= 0``.
@@ -257,7 +260,7 @@ def add_l1(strength: float, mask=None) -> optax.GradientTransformation:
       An ``optax.GradientTransformation`` with ``optax.EmptyState``.
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> p = {"kernel": jnp.array([[-2.0, 0.0, 3.0]])}
       >>> tx = add_l1(0.1)
       >>> u, _ = tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)
@@ -281,8 +284,10 @@ def decoupled_weight_decay(
     Adds ``-learning_rate(count) * weight_decay * p`` to the update, so the
     decay is not rescaled by the optimizer's preconditioner.
     ``optax.chain(optax.adam(lr), decoupled_weight_decay(wd, lr, mask))`` is
-    ``optax.adamw(lr, weight_decay=wd, mask=...)``. Pass the optimizer's
-    learning rate (or the same schedule).
+    ``optax.adamw(lr, weight_decay=wd, mask=mask)`` with the same ``mask``
+    (without one, this decays kernels only and ``optax.adamw`` every leaf,
+    biases and norm scales too). Pass the optimizer's learning rate (or the
+    same schedule).
 
     Args:
       weight_decay: coefficient ``>= 0`` (per unit learning rate, as in AdamW).
@@ -312,7 +317,10 @@ def decoupled_weight_decay(
 def prox_l1(
     strength: float, learning_rate: ScalarOrSchedule, mask=None
 ) -> optax.GradientTransformation:
-    """Proximal L1 (soft-thresholding, ISTA): place it LAST, AFTER the optimizer.
+    """Proximal L1 (soft-thresholding, ISTA): place it AFTER the optimizer.
+
+    After the optimizer and any update term (decoupled weight decay); only a
+    projection (:func:`max_norm`, which keeps zeros at zero) may follow.
 
     With ``z = p + u`` the point the optimizer steps to, the new params are
     ``soft_threshold(z, learning_rate(count) * strength)``: entries with ``|z|``
@@ -330,7 +338,7 @@ def prox_l1(
       An ``optax.GradientTransformation`` with :class:`CountState`.
 
     Example:
-      >>> import jax.numpy as jnp, optax
+      >>> import jax, jax.numpy as jnp, optax
       >>> p = {"kernel": jnp.array([[0.05, -1.0]])}
       >>> tx = optax.chain(optax.sgd(1.0), prox_l1(0.1, 1.0))
       >>> u, _ = tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)
@@ -349,7 +357,7 @@ def prox_l1(
 def elastic_net(
     l1: float, l2: float, learning_rate: ScalarOrSchedule, mask=None
 ) -> optax.GradientTransformation:
-    """Proximal elastic net: place it LAST, AFTER the optimizer.
+    """Proximal elastic net: place it AFTER the optimizer (where :func:`prox_l1` goes).
 
     The proximal step of ``l1 * |p| + (l2 / 2) * p^2``: with ``z = p + u`` and
     ``lr = learning_rate(count)``, the new params are
@@ -367,7 +375,7 @@ def elastic_net(
       An ``optax.GradientTransformation`` with :class:`CountState`.
 
     Example:
-      >>> import jax.numpy as jnp, optax
+      >>> import jax, jax.numpy as jnp, optax
       >>> p = {"kernel": jnp.array([[0.05, -1.1]])}
       >>> tx = optax.chain(optax.sgd(1.0), elastic_net(0.1, 1.0, 1.0))
       >>> u, _ = tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)
@@ -381,7 +389,7 @@ def elastic_net(
 
 
 def max_norm(max_value: float, axis=None, mask=None) -> optax.GradientTransformation:
-    """Max-norm constraint (Srivastava et al. 2014): place it LAST, AFTER the optimizer.
+    """Max-norm constraint (Srivastava et al. 2014): place it LAST, after any proximal step.
 
     After the step ``z = p + u``, each unit's incoming weight vector is
     projected onto the ball of radius ``max_value``: if its L2 norm exceeds
@@ -402,7 +410,7 @@ def max_norm(max_value: float, axis=None, mask=None) -> optax.GradientTransforma
       An ``optax.GradientTransformation`` with ``optax.EmptyState``.
 
     Example:
-      >>> import jax.numpy as jnp, optax
+      >>> import jax, jax.numpy as jnp, optax
       >>> p = {"kernel": jnp.array([[3.0, 0.3], [4.0, 0.4]])}
       >>> tx = max_norm(1.0)
       >>> u, _ = tx.update(jax.tree.map(jnp.zeros_like, p), tx.init(p), p)

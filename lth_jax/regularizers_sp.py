@@ -110,12 +110,17 @@ def l2_sp_penalty(params, anchor, strength: float, mask=None):
 
     The loss term whose gradient :func:`add_l2_sp` adds.
 
+    Raises:
+      ValueError: a negative or non-finite strength; an anchor whose tree or
+        shapes do not match the params (as :func:`add_l2_sp` refuses it).
+
     Example:
       >>> import jax.numpy as jnp
       >>> float(l2_sp_penalty({"kernel": jnp.array([[3.0]])}, {"kernel": jnp.array([[1.0]])}, 0.5))
       1.0
     """
     a = _coefficient(strength, "L2-SP strength")
+    masks_lib.check_matches(params, anchor, what="L2-SP anchor")
     # Every flag as an array: each leaf, selected or not, goes through jnp.where
     # (and its gradient too), and each leaf is summed in its own dtype.
     flags = jax.tree.map(jnp.asarray, masks_lib.prunable_tree(params, mask))

@@ -230,7 +230,7 @@ def keep_top_like(scores, like, scope: str = "layerwise", prunable=None):
     are removed in position order. Non-prunable leaves are ``like``'s.
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> k = lambda *v: {"kernel": jnp.array([v])}
       >>> s = {"a": k(0.9, 0.8), "b": k(0.1, 0.7)}
       >>> like = {"a": k(True, False), "b": k(True, False)}

@@ -293,7 +293,6 @@ def _chains():
 
 @pytest.mark.parametrize("name", ["sgd_momentum_wd", "adamw", "adam_l2_l1_prox", "adam_maxnorm"])
 def test_pruned_weights_stay_exactly_zero_under_any_chain(name):
-    pytest.importorskip("lth_jax.regularizers")
     key = jax.random.PRNGKey(5)
     params = make_params(key)
     mask = pruning.magnitude_prune(params, masks.ones_like(params), 0.5)

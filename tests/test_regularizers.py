@@ -23,6 +23,7 @@ from lth_jax.regularizers import (
     prox_l1,
     soft_threshold,
 )
+from lth_jax.regularizers_sp import l2_sp_penalty
 
 HYP = settings(max_examples=25, deadline=None)
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
@@ -119,6 +120,24 @@ def test_add_l1_equals_l1_penalty_subgradient():
     penalized = lambda p, x, y: _loss(p, x, y) + s * l1_penalty(p)
     b = _train(optax.sgd(0.05), params, penalized, 10, data)
     _assert_tree_close(a, b)
+
+
+def test_add_l1_adds_nothing_at_an_exact_zero():
+    """sign(0) = 0: a zero weight whose loss gradient is 0 stays 0 (a pruned one); jax.grad
+    of l1_penalty takes +strength there (JAX's derivative of abs at 0 is 1)."""
+    p = {"kernel": jnp.array([[0.0, -0.0, 1.0, -2.0]])}
+    zeros = jax.tree.map(jnp.zeros_like, p)
+    tx = optax.chain(add_l1(0.1), optax.sgd(1.0))
+    u, _ = tx.update(zeros, tx.init(p), p)
+    np.testing.assert_array_equal(u["kernel"], np.float32([[0.0, 0.0, -0.1, 0.1]]))
+    g = jax.grad(lambda q: 0.1 * l1_penalty(q))(p)["kernel"]
+    np.testing.assert_array_equal(g[0, 2:], np.float32([0.1, -0.1]))  # the same away from 0
+    assert (g[0, :2] != 0).all()  # and not at 0
+
+
+def test_l2_sp_penalty_refuses_an_anchor_of_other_shapes():
+    with pytest.raises(ValueError, match="L2-SP anchor"):
+        l2_sp_penalty({"kernel": jnp.ones((3, 2))}, {"kernel": jnp.zeros((1, 2))}, 1.0)
 
 
 def test_l2_penalty_gradient_is_what_add_l2_adds():

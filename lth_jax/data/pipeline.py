@@ -95,6 +95,7 @@ def permutation(key: jax.Array, n: int) -> jax.Array:
     instead of 23 ms on a CPU core. Larger ``n`` use ``jax.random.permutation``.
 
     Example:
+      >>> import jax
       >>> k = jax.random.PRNGKey(0)
       >>> bool((permutation(k, 100) == jax.random.permutation(k, 100)).all())
       True
@@ -123,6 +124,7 @@ def epoch_permutation(key: jax.Array, epoch, n: int) -> jax.Array:
       (computed by :func:`permutation`).
 
     Example:
+      >>> import jax
       >>> p = epoch_permutation(jax.random.PRNGKey(0), 3, 5)
       >>> sorted(p.tolist())
       [0, 1, 2, 3, 4]
@@ -139,6 +141,7 @@ def batch_indices(perm: jax.Array, step_in_epoch, batch_size: int) -> jax.Array:
     larger one to the last full window).
 
     Example:
+      >>> import jax.numpy as jnp
       >>> batch_indices(jnp.arange(10), 1, 3).tolist()
       [3, 4, 5]
     """
@@ -155,6 +158,7 @@ def step_indices(key: jax.Array, step, n: int, batch_size: int) -> jax.Array:
     epoch's permutation on every call.
 
     Example:
+      >>> import jax
       >>> k = jax.random.PRNGKey(0)
       >>> same = batch_indices(epoch_permutation(k, 2, 10), 1, 3)  # step 7 = epoch 2, batch 1
       >>> bool((step_indices(k, 7, 10, 3) == same).all())
@@ -173,6 +177,7 @@ def eval_batches(x, y, batch: int):
     batches are sums over the ``n`` real examples; ``batch`` is at most ``n``.
 
     Example:
+      >>> import numpy as np
       >>> xs, ys, ws = eval_batches(np.zeros((5, 2)), np.arange(5), 2)
       >>> xs.shape, ws.tolist()
       ((3, 2, 2), [[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
@@ -234,6 +239,7 @@ def random_crop_flip(key: jax.Array, images: jax.Array, pad: int = 4) -> jax.Arr
       Augmented images, same shape and dtype as ``images``.
 
     Example:
+      >>> import jax, jax.numpy as jnp
       >>> x = jnp.ones((2, 32, 32, 3))
       >>> random_crop_flip(jax.random.PRNGKey(0), x).shape
       (2, 32, 32, 3)

@@ -93,6 +93,7 @@ def to_csr(kernel, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(data, indices, indptr)`` of the alive entries of ``kernel``'s 2-D view.
 
     Example:
+      >>> import numpy as np
       >>> k = np.array([[1.0, 0.0], [2.0, 3.0], [0.0, 0.0]], np.float32)
       >>> data, indices, indptr = to_csr(k, k != 0)
       >>> data.tolist(), indices.tolist(), indptr.tolist()
@@ -128,6 +129,7 @@ def csr_transpose(data, indices, indptr, cols: int):
     """``(data, indices, indptr)`` of the transpose (``cols`` rows), indices ``int32``.
 
     Example:
+      >>> import numpy as np
       >>> d, i, p = csr_transpose(np.array([1.0, 2.0, 3.0]), np.array([0, 0, 1]),
       ...                         np.array([0, 1, 3, 3]), 2)
       >>> d.tolist(), i.tolist(), p.tolist()
