@@ -48,24 +48,26 @@ all-alive start and a schedule (:func:`lth_jax.gmp.plan`).
 
 ``snip``, ``grasp`` and ``synflow`` prune at initialization (Lee et al. 2019,
 Wang et al. 2020, Tanaka et al. 2020): each scores the weights the ticket
-rewinds to (``theta_k``, the initialization when ``imp.rewind_step = 0``)
-and keeps, from all of them, the highest scores at this round's counts: per
-layer at the ticket's per-layer counts (``pai.scope = "layerwise"``), or over
-all prunable weights at the ticket's overall count (``"global"``, the
-method's own allocation). Scores and rules, with the papers' equations:
+rewinds to (``theta_k``, the initialization when ``imp.rewind_step = 0``) and
+keeps, from all of them, the highest scores at this round's counts: per layer
+at the ticket's per-layer counts (``pai.scope = "layerwise"``), or over all
+prunable weights at the ticket's overall count (``"global"``, the method's own
+allocation). Scores and rules, with the papers' equations:
 :mod:`lth_jax.saliency`. SNIP and GraSP use ``pai.batch_size`` training
 examples drawn with key purpose ``pai`` (the same batch for both), the
 training loss in train mode (batch statistics; dropout, if any, keyed by that
-key too), no augmentation; SynFlow uses no data: ``|params|``, an all-ones
-input, ``pai.synflow_iterations`` steps, the model in eval mode with
-batch-norm statistics mean 0 and variance 1 (an initialization's: batch norm
-is then ``|scale| x / sqrt(1 + eps) + |bias|``). ``<method>_shuffled`` and
-``<method>_reinit`` are the sanity checks of Frankle et al. 2021: the
-method's mask shuffled within each layer (:func:`lth_jax.pruning.random_mask_like`,
-key purpose ``<method>_shuffled``) on the same weights, and the method's mask
-on a fresh initialization (key purpose ``reinit``, the ``reinit`` arm's). A
-method's mask is computed once per round for all its arms, one jitted call
-vmapped over trials (:class:`PaI`). They need ``imp.rewind=weights``.
+key too), no augmentation, GraSP's with the logits divided by
+``pai.grasp_temperature`` (default 200, as in the authors' code); SynFlow uses
+no data: ``|params|``, an all-ones input, ``pai.synflow_iterations`` steps,
+the model in eval mode with batch-norm statistics mean 0 and variance 1 (an
+initialization's: batch norm is then ``|scale| x / sqrt(1 + eps) + |bias|``).
+``<method>_shuffled`` and ``<method>_reinit`` are the sanity checks of Frankle
+et al. 2021: the method's mask shuffled within each layer
+(:func:`lth_jax.pruning.random_mask_like`, key purpose ``<method>_shuffled``)
+on the same weights, and the method's mask on a fresh initialization (key
+purpose ``reinit``, the ``reinit`` arm's). A method's mask is computed once
+per round for all its arms, one jitted call vmapped over trials
+(:class:`PaI`). They need ``imp.rewind=weights``.
 
 Transfer uses the same functions under its own names, with its own inputs
 (:mod:`lth_jax.transfer.runner`): ``pretrained`` and ``ticket_source`` are
@@ -295,7 +297,8 @@ class PaI:
     Args:
       engine: the run's :class:`lth_jax.train.Engine` (its model, and its
         training data on the device).
-      pai: the ``pai`` config block (``scope``, ``batch_size``, ``synflow_iterations``).
+      pai: the ``pai`` config block (``scope``, ``batch_size``, ``synflow_iterations``,
+        ``grasp_temperature``).
     """
 
     def __init__(self, engine, pai):
@@ -305,7 +308,8 @@ class PaI:
         """The ``(trials, ...)`` mask of ``method`` this round (computed at the first call)."""
         if method not in self._masks:
             p = self.pai
-            spec = (method, p.scope, int(p.batch_size), int(p.synflow_iterations))
+            t = float(p.grasp_temperature) if method == "grasp" else 1.0
+            spec = (method, p.scope, int(p.batch_size), int(p.synflow_iterations), t)
             fn = _mask_fn(self.engine, *spec)
             params, batch_stats = inputs.source()
             train = self.engine.device_data["train"]
@@ -319,7 +323,8 @@ _MASK_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _mask_fn(engine, *spec):
-    """The jitted, trial-vmapped mask function of ``spec = (method, scope, batch, iterations)``."""
+    """The jitted, trial-vmapped mask function of ``spec``: ``(method, scope, batch,
+    iterations, temperature)``."""
     fns = _MASK_FNS.setdefault(engine, {})
     if spec not in fns:
         one = functools.partial(_pai_mask, weakref.ref(engine), *spec)
@@ -327,7 +332,9 @@ def _mask_fn(engine, *spec):
     return fns[spec]
 
 
-def _pai_mask(engine_ref, method, scope, batch_size, iterations, key, params, bs, like, train):
+def _pai_mask(
+    engine_ref, method, scope, batch_size, iterations, temp, key, params, bs, like, train
+):
     """One trial's mask of ``method``; ``train`` is the ``(x, y)`` training set."""
     PAI_TRACES[method] += 1  # at trace time only
     engine = engine_ref()
@@ -345,7 +352,7 @@ def _pai_mask(engine_ref, method, scope, batch_size, iterations, key, params, bs
     x_all, y_all = train
     idx = jax.random.choice(data_key, x_all.shape[0], (batch_size,), replace=False)
 
-    def loss_fn(p, batch):  # the training loss: train mode (batch statistics), dropout keyed
+    def loss_fn(p, batch):  # the training loss (logits / temp): train mode, dropout keyed
         x, y = batch
         variables = {"params": p, **({"batch_stats": bs} if has_bs else {})}
         out = model.apply(
@@ -356,6 +363,8 @@ def _pai_mask(engine_ref, method, scope, batch_size, iterations, key, params, bs
             mutable=["batch_stats"] if has_bs else False,
         )
         logits = out[0] if has_bs else out
+        if temp != 1.0:  # GraSP's temperature (pai.grasp_temperature)
+            logits = logits / temp
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
     batch = (x_all[idx], y_all[idx])

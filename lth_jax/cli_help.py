@@ -99,6 +99,7 @@ KEY_MEANINGS: dict[str, str] = {
     "pai.scope": "arms snip, grasp, synflow: layerwise (ticket's counts) | global",
     "pai.batch_size": "arms snip, grasp: training examples of the scores",
     "pai.synflow_iterations": "arm synflow: pruning steps (exponential schedule)",
+    "pai.grasp_temperature": "arm grasp: scores on logits / T (the authors' code: 200)",
     "instability.num_points": "kind instability: points on the path, both ends included",
     "instability.batch_norm": "kind instability: recompute | interpolate batch-norm statistics",
     "checkpoint.max_to_keep": "keep the checkpoints of the last N rounds (None: all)",

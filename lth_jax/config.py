@@ -176,6 +176,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.pai.scope = "layerwise"  # layerwise: the ticket's per-layer counts | global: the method's
     c.pai.batch_size = 256  # training examples of the SNIP and GraSP scores
     c.pai.synflow_iterations = 100  # SynFlow's pruning steps (exponential schedule)
+    c.pai.grasp_temperature = 200.0  # GraSP's scores on logits / T (the authors' code: T = 200)
 
     c.instability = ml_collections.ConfigDict()
     c.instability.num_points = 11  # points on the interpolation path, both ends included
@@ -260,6 +261,8 @@ def upgrade_json(saved: dict) -> dict:
     * ``model.kwargs`` gains every key of :data:`MODEL_KWARGS` it lacks, as
       ``None`` (the model's default);
     * ``imp.finetune_lr`` (added later) gets its default, ``None``;
+    * ``pai.grasp_temperature`` (added later) gets ``1.0``, what GraSP ran with
+      before it, in a config with a ``grasp`` arm, and its default otherwise;
     * a missing ``instability`` block, or key of it, gets its default
       (``instability.batch_norm``: ``recompute``; it changes nothing for
       networks without batch norm, the only ones run before it existed).
@@ -285,6 +288,10 @@ def upgrade_json(saved: dict) -> dict:
     model = out.get("model")
     if isinstance(model, dict) and isinstance(model.get("kwargs", {}), Mapping):
         model["kwargs"] = {**defaults["model"]["kwargs"], **model.get("kwargs", {})}
+    pai = out.get("pai")
+    if isinstance(pai, dict) and "grasp_temperature" not in pai:  # GraSP ran at T = 1 then
+        grasp = any(str(a).startswith("grasp") for a in out.get("arms", ()))
+        pai["grasp_temperature"] = 1.0 if grasp else defaults["pai"]["grasp_temperature"]
     block = out.get("instability")
     if block is None:
         out["instability"] = dict(defaults["instability"])

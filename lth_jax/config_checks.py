@@ -178,7 +178,7 @@ def check_pai(c, arms, rewind: str, defaults) -> None:
     """Checks the ``pai`` block (the pruning-at-initialization arms, :mod:`lth_jax.saliency`).
 
     * ``pai.scope`` ``layerwise`` or ``global``, ``pai.batch_size`` and
-      ``pai.synflow_iterations`` integers ``>= 1``;
+      ``pai.synflow_iterations`` integers ``>= 1``, ``pai.grasp_temperature`` a number ``> 0``;
     * with a ``snip``, ``grasp`` or ``synflow`` arm (or their ``_shuffled`` /
       ``_reinit``): ``imp.rewind=weights`` (they prune the weights the ticket
       rewinds to; ``lr`` and ``finetune`` keep trained weights);
@@ -190,6 +190,7 @@ def check_pai(c, arms, rewind: str, defaults) -> None:
     checks.choice(p.scope, "pai.scope", SCOPES, error=ConfigError)
     checks.integer(p.batch_size, "pai.batch_size", 1, error=ConfigError)
     checks.integer(p.synflow_iterations, "pai.synflow_iterations", 1, error=ConfigError)
+    checks.number(p.grasp_temperature, "pai.grasp_temperature", 0, lo_open=True, error=ConfigError)
     used = [a for a in arms if a in PAI_ARMS]
     if not used:
         for key, default in defaults.items():

@@ -111,8 +111,9 @@ def grasp_scores(loss_fn: LossFn, params, batch, prunable=None):
     the authors' code, ``g`` is the gradient with respect to the prunable
     weights only (``g`` is 0 on the other leaves, so ``(Hg)_w = H_ww g_w``);
     the product is :func:`hessian_vector_product`. The authors' code also
-    divides the logits by a temperature ``T = 200``; this function uses
-    ``loss_fn`` as given (wrap it to divide by ``T``).
+    divides the logits by a temperature ``T = 200`` (``pruner/GraSP.py``); this
+    function uses ``loss_fn`` as given (wrap it to divide by ``T``, as the
+    ``grasp`` arm does with ``pai.grasp_temperature``).
 
     Args:
       loss_fn, params, batch: as for :func:`snip_scores`.

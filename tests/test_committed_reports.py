@@ -12,7 +12,7 @@ import os
 import matplotlib
 import pytest
 
-from lth_jax import cli
+from lth_jax import cli, configs, kinds
 from lth_jax.report import regularizers
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "results")
@@ -63,3 +63,32 @@ def test_committed_regularizer_table_is_what_results_json_gives():
     with open(os.path.join(folder, regularizers.TABLE_FILE), encoding="utf-8") as f:
         want = f.read()
     assert regularizers.format_table(regularizers.load_results(folder)) + "\n" == want
+
+
+#: results folder -> the preset (and argument) whose command made it.
+PRESETS = {
+    "mnist1d_lottery": ("mnist1d_lottery", None),
+    "mnist1d_lottery_notebook": ("mnist1d_lottery_notebook", None),
+    "mnist1d_methods": ("mnist1d_methods", None),
+    "mnist1d_rewinding/init": ("mnist1d_rewinding", "init"),
+    "mnist1d_rewinding/step500": ("mnist1d_rewinding", "step500"),
+    "mnist1d_rewinding/lr": ("mnist1d_rewinding", "lr"),
+    "mnist1d_instability/k0": ("mnist1d_instability", "0"),
+    "mnist1d_instability/k500": ("mnist1d_instability", "500"),
+    "transfer": ("transfer_mnist1d", None),  # its source/ is checked by the transfer run
+}
+
+
+def test_every_results_workdir_is_what_its_preset_runs_now():
+    """The committed results are those the preset's command gives with today's code: its
+    workdir would resume without drift (a changed default, e.g. a new key whose default
+    differs from what the results ran with, fails here until they are re-run)."""
+    found = {
+        os.path.relpath(folder, RESULTS).replace(os.sep, "/")
+        for folder, _, files in os.walk(RESULTS)
+        if "config.json" in files and os.path.basename(folder) != "source"
+    }
+    assert found == set(PRESETS)
+    for folder, (name, arg) in PRESETS.items():
+        config = configs.get(name, arg)
+        kinds.get(config.get("kind", "lottery")).check_drift(os.path.join(RESULTS, folder), config)

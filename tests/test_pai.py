@@ -273,6 +273,22 @@ def test_one_compilation_per_shape(layerwise_run):
     assert new == {"snip": 0, "grasp": 0, "synflow": 0}  # each method's mask traced in round 1
 
 
+def _loss_at(model, temp):
+    """The training loss with the logits divided by ``temp`` (GraSP's temperature)."""
+
+    def loss_fn(params, batch):
+        logits = model.apply({"params": params}, batch[0], train=True) / temp
+        lp = jax.nn.log_softmax(logits)
+        return jnp.mean(-jnp.take_along_axis(lp, batch[1][:, None], 1))
+
+    return loss_fn
+
+
+def _grasp_mask(model, temp, params, batch, like):
+    scores = saliency.grasp_scores(_loss_at(model, temp), params, batch)
+    return saliency.keep_top_like(jax.tree.map(jnp.negative, scores), like)
+
+
 def test_masks_are_the_methods_on_the_rewind_source(layerwise_run):
     exp, (_, s1, s2), _, _ = layerwise_run
     rewind = s1["rewind"]
@@ -289,13 +305,15 @@ def test_masks_are_the_methods_on_the_rewind_source(layerwise_run):
         idx = jax.random.choice(data_key, exp.dataset.train_x.shape[0], (256,), replace=False)
         batch = (jnp.asarray(exp.dataset.train_x)[idx], jnp.asarray(exp.dataset.train_y)[idx])
 
-        def loss_fn(p, b):
-            logits = model.apply({"params": p}, b[0], train=True)
-            return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), b[1][:, None], 1))
-
-        snip = saliency.keep_top_like(saliency.snip_scores(loss_fn, params, batch), like)
-        keep = jax.tree.map(jnp.negative, saliency.grasp_scores(loss_fn, params, batch))
-        grasp = saliency.keep_top_like(keep, like)
+        temp = exp.config.pai.grasp_temperature
+        assert temp == 200.0  # the default: the authors' code
+        snip = saliency.keep_top_like(
+            saliency.snip_scores(_loss_at(model, 1.0), params, batch), like
+        )
+        grasp = _grasp_mask(model, temp, params, batch, like)
+        # The temperature changes the mask (so this test tells T = 200 from T = 1).
+        old = _grasp_mask(model, 1.0, params, batch, like)
+        assert sum(int((a != b).sum()) for a, b in zip(*map(jax.tree.leaves, (grasp, old)))) > 10
         for name, want in (("snip", snip), ("grasp", grasp)):
             got = kernels(s2["arms"][name]["mask"], t)
             for p, m in kernels(jax.tree.map(lambda a: a[None], want), 0).items():

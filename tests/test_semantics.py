@@ -12,6 +12,7 @@ from tiny import tiny_config as _tiny
 
 from lth_jax import config as config_lib
 from lth_jax import instability, lottery, masks, parallel, pruning
+from lth_jax import workdir as wd
 from lth_jax.data import pipeline
 from lth_jax.models.vgg import VGG
 from lth_jax.optim import FixedLR
@@ -330,3 +331,18 @@ def test_old_config_json_gains_the_new_keys_at_their_defaults():
         config_lib.validate(bad)
     with pytest.raises(config_lib.ConfigError, match="read only by kind 'instability'"):
         config_lib.validate(tiny_config(**{"instability.batch_norm": "interpolate"}))
+
+
+def test_an_old_grasp_workdir_reads_as_temperature_1_and_refuses_the_new_default(tmp_path):
+    saved = wd.config_to_json(config_lib.base_config())
+    del saved["pai"]["grasp_temperature"]  # written before the key existed
+    assert config_lib.upgrade_json(saved)["pai"]["grasp_temperature"] == 200.0  # no GraSP arm
+    saved["arms"] = ["ticket", "grasp", "grasp_shuffled"]
+    assert config_lib.upgrade_json(saved)["pai"]["grasp_temperature"] == 1.0  # what it ran with
+    wd.write_json_atomic(str(tmp_path / "config.json"), saved)
+    new = config_lib.base_config()
+    new.arms = ("ticket", "grasp", "grasp_shuffled")
+    with pytest.raises(config_lib.ConfigError, match=r"pai\.grasp_temperature \(1\.0 -> 200\.0\)"):
+        config_lib.check_drift(str(tmp_path), new)
+    new.pai.grasp_temperature = 1.0  # resumed as it ran
+    config_lib.check_drift(str(tmp_path), new)

@@ -153,8 +153,11 @@ CLAIMS["mnist1d_methods"] = (
     *(
         Claim(
             "Tanaka et al. 2020, Pruning neural networks without any data by iteratively "
-            "conserving synaptic flow (final test accuracy): SynFlow avoids layer collapse and "
-            f"beats {name} at extreme sparsity",
+            f"conserving synaptic flow (final test accuracy): SynFlow beats {name} at extreme "
+            f"sparsity (there: global pruning, where {name} can collapse whole layers; here every "
+            "method keeps each layer's ticket count, pai.scope=layerwise, so no layer can "
+            "collapse, and the sparsest round is far less sparse: only the choice of weights "
+            "within each layer is compared)",
             "synflow",
             arm,
             "SynFlow",
