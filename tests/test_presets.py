@@ -49,7 +49,7 @@ ARGS = {
     "mnist1d_rewinding.py": [None, "init", "step500", "lr"],
     "mnist1d_methods.py": [None],
     "mnist1d_instability.py": [None, "0", "500"],
-    "resnet20_instability.py": [None, "0", "2000"],
+    "resnet20_instability.py": [None, "0", "500", "2000"],
 }  # fmt: skip
 
 # The argument run end to end for each file (the cheapest that still covers the file).

@@ -14,7 +14,7 @@ interpolation (11 points) is recorded. 9 minutes (k = 0) or 6 (k = 500) on 2
 CPU cores.
 
 Published result (Frankle et al. 2020, "Linear Mode Connectivity and the
-Lottery Ticket Hypothesis", Figures 2-3): small networks such as LeNet-300-100
+Lottery Ticket Hypothesis", Sections 3-4): small networks such as LeNet-300-100
 on MNIST are stable to SGD noise already at initialization (barrier about 0
 for k = 0), and their IMP subnetworks rewound to initialization are stable and
 matching; deeper CIFAR networks are unstable at k = 0 and become stable after

@@ -5,7 +5,8 @@ Command (24 minutes on 2 shared CPU cores; no download)::
     lth-jax run --config preset:mnist1d_lottery_notebook --workdir runs/mnist1d_lottery_notebook
 
 Setup, following the MNIST-1D authors' lottery notebook
-(``notebooks/5. lottery_tickets.ipynb`` in greydanus/mnist1d: MLP with 500
+(``notebooks/lottery-tickets.ipynb`` in greydanus/mnist1d, earlier
+``notebooks/5. lottery_tickets.ipynb``: MLP with 500
 hidden units, Adam 2e-2, batch 100, 1,500 steps, no weight decay, layerwise
 magnitude pruning of every layer at the same rate, rewinding to
 initialization): MLP 40-500-500-10 (ReLU, Gaussian Glorot init), Adam 2e-2

@@ -19,8 +19,9 @@ the same budget, ``63,000 - k`` steps with ``k = 2,000``, by one of:
 * ``lr``: keep the trained weights, replay the learning-rate schedule from
   step ``k`` (learning-rate rewinding);
 * ``finetune``: keep the trained weights, train at the final learning rate
-  of the original schedule, ``imp.finetune_lr = 0.001``: the paper's value
-  for ResNet-20, and what this schedule ends at (0.1 x 0.1 x 0.1);
+  of the original schedule, ``imp.finetune_lr = 0.001``: the authors' value
+  for ResNet-20 (``--lottery_force_learning_rate 0.001`` in the README of
+  their released code), and what this schedule ends at (0.1 x 0.1 x 0.1);
 * ``init``: rewind the weights to initialization (``k = 0``, Frankle &
   Carbin), full 63,000 steps.
 
@@ -31,8 +32,8 @@ trials.
 
 Published (Renda, Frankle & Carbin 2020, "Comparing Rewinding and Fine-tuning
 in Neural Network Pruning"; ResNet-20 medians *computed by us* from the
-authors' released data, not quoted from the paper, whose text reports
-ResNet-56, ResNet-110, ResNet-50 and GNMT: ``vision/plot/pruned_dataframe.pkl``
+authors' released data, not quoted from the paper, whose text reports larger
+networks: ``vision/plot/pruned_dataframe.pkl``
 and ``bases_dataframe.pkl`` in github.com/lottery-ticket/rewinding-iclr20-public,
 median test accuracy over their 3 trials, network ``resnet20``, iterative
 unstructured pruning, density 0.1074 (10.7% of the weights), CIFAR-10):
@@ -45,6 +46,13 @@ unstructured pruning, density 0.1074 (10.7% of the weights), CIFAR-10):
 * the best over the released retraining times: learning-rate rewinding
   91.23% (130 epochs), fine-tuning 89.78% (30 epochs);
 * dense ResNet-20 (``bases_dataframe.pkl``, median of its runs) 91.73%.
+
+Their ResNet-20 was trained with their own recipe, not this preset's: 182
+epochs (71,108 steps of batch 128) on all 50,000 training images, the learning
+rate divided by 10 at epochs 91 and 136, L2 2e-4 in the loss on every variable,
+batch norm's included (``vision/gpu-src/official/resnet/cifar10_main.py`` and
+``vision/gpu-src/README.md``). Read the comparison as the same methods under
+two recipes, not as a reproduction of their numbers.
 
 Ours: not run (CIFAR-10 ResNet-20 for 10 rounds does not fit this project's
 2-core CPU machine); no result of ours is claimed.

@@ -8,8 +8,9 @@ Commands (the argument picks the setting; each is compared below with the row it
     lth-jax run --config preset:srivastava_dropout_mnist:l2 --workdir runs/l2
 
 * ``maxnorm`` (default): dropout, keep probability 0.8 on the inputs and 0.5 on
-  the hidden units, plus a max-norm constraint ``c = 3.5`` on each *hidden*
-  unit's incoming weights (``optimizer.max_norm_head = False``: the paper
+  the hidden units, plus a max-norm constraint ``c = 3.5`` (our choice within
+  the "typical values of c range from 3 to 4" of the paper's Appendix A.3) on
+  each *hidden* unit's incoming weights (``optimizer.max_norm_head = False``: the paper
   constrains hidden units; the output layer is left free).
 * ``dropout``: the same dropout, no max-norm.
 * ``standard``: no dropout, no max-norm.

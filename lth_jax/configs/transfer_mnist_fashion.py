@@ -38,7 +38,7 @@ others).
 
 What to expect (not run in this repository, which has no network: these are
 expectations to check, not results). Dense LeNet-300-100 reaches about 98% on
-MNIST and, from scratch with all of Fashion-MNIST, about 88-89%. MNIST strokes
+MNIST (Frankle & Carbin 2019, Figure 3). MNIST strokes
 are a weak prior for clothing silhouettes, so the gain from pretraining should
 be largest at 1% (a few points at most) and vanish at 100%; dropout should
 matter most where the training set is small. ``report.md`` gives the paired

@@ -2,7 +2,7 @@ r"""VGG-19 on CIFAR-10: IMP needs learning-rate warmup or rewinding to an early 
 
 Commands (the argument picks how the ticket is made trainable)::
 
-    # Frankle et al. (2020): no warmup, rewind the weights to step k = 2,000
+    # rewinding to an early step (Frankle et al. 2020, on VGG-16): no warmup, k = 2,000
     lth-jax run --config preset:vgg19_cifar10:rewind --workdir runs/vgg19_k2000
     # Frankle & Carbin (2019): linear warmup to 0.1 over 10,000 steps, rewind to init
     lth-jax run --config preset:vgg19_cifar10:warmup --workdir runs/vgg19_warmup
@@ -26,9 +26,9 @@ with rewinding to initialization finds no winning tickets (``:init`` falls
 below the dense accuracy and is no better than random reinitialization after a
 few rounds); with warmup (``:warmup``) or with rewinding to an early step k
 (``:rewind``) the tickets match the dense accuracy down to a few percent of
-the weights. The rewind step here (2,000, about 3 epochs) is in the range
-where Frankle et al. (2020) find IMP subnetworks stable; it is an untuned
-choice.
+the weights. Frankle et al. (2020) study rewinding on VGG-16, not VGG-19 (its
+IMP subnetworks are stable from about step 1,000); the rewind step here
+(2,000, about 3 epochs) is an untuned choice past that point.
 
 Needs CIFAR-10 through TFDS; about 20M parameters: meant for an accelerator.
 
