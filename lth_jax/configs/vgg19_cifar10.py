@@ -17,7 +17,9 @@ epochs of the 45,000 training images left after 5,000 are held out for
 validation), coupled L2 1e-4. Global magnitude pruning of 20% of the
 convolution weights per round (the output layer ``head`` is not pruned, as in
 open_lth's ``pruning_layers_to_ignore='fc.weight'``); 18 rounds (down to 1.8%
-of the convolution weights); 3 trials.
+of the convolution weights); 3 trials. Where Frankle & Carbin's Appendix I.2
+differs: Gaussian Glorot init (here He-normal, open_lth's), 112,480 iterations
+(160 epochs; here 112,000, a multiple of the evaluation interval).
 
 Published result (Frankle & Carbin 2019, Figure 7; Frankle et al. 2020,
 "Linear Mode Connectivity and the Lottery Ticket Hypothesis"): dense VGG-19
