@@ -10,8 +10,9 @@ the IMP run of ``mnist1d_lottery.py`` (ticket arm only, 3 trials, 12 rounds,
 down to 0.8^12 = 6.9% of the weights); then for every round (round 0 = the
 dense network) two copies of the round's subnetwork are trained from step k
 with different data orders and the test-error barrier along their linear
-interpolation (11 points) is recorded. 9 minutes (k = 0) or 6 (k = 500) on 2
-CPU cores.
+interpolation (11 points; Frankle et al. use 30, so a barrier between two of
+ours can be missed) is recorded. 9 minutes (k = 0) or 6 (k = 500) on 2 CPU
+cores.
 
 Published result (Frankle et al. 2020, "Linear Mode Connectivity and the
 Lottery Ticket Hypothesis", Sections 3-4): small networks such as LeNet-300-100

@@ -12,8 +12,9 @@ as in ``resnet20_cifar10.py`` (global 20% per round, rewinding the weights to
 step k), ticket arm only, 8 rounds (down to 0.8^8 = 16.8% of the weights), 3
 trials; then for every round (round 0 = the dense network) two copies of the
 round's subnetwork are trained from step k with different data orders, and
-the test-error barrier along their linear interpolation (11 points) is
-recorded. Every network on the path is evaluated with its batch-norm
+the test-error barrier along their linear interpolation (11 points; the paper
+uses 30 and 9 samples, 3 initializations x 3, per point:
+``--config.instability.num_points=30``) is recorded. Every network on the path is evaluated with its batch-norm
 statistics recomputed on the training set (``instability.batch_norm =
 "recompute"``; interpolating them with the weights inflates the barrier). The
 report adds a barrier column and panel.
