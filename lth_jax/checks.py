@@ -47,7 +47,8 @@ class ConfigError(ValueError):
 
     ``detail``: further lines, such as the steps that fix it, which the CLI prints as they
     are under the error's line (``str(error)`` is that line alone). :func:`with_detail`
-    makes one from a multi-line message.
+    makes one from a multi-line message; raise it ``from`` that error, so a traceback
+    shows the whole message too.
     """
 
     def __init__(self, msg: str = "", detail: str = ""):

@@ -101,7 +101,7 @@ class Experiment:
         except ValueError as e:
             raise config_lib.ConfigError(f"dataset {c.dataset.name}: {e}") from None
         except data.DatasetUnavailableError as e:  # what is missing, then how to supply it
-            raise checks.with_detail(e) from None
+            raise checks.with_detail(e) from e  # the cause: the whole message, for tracebacks
         try:
             self.model = models.get(
                 c.model.name, num_classes=self.dataset.num_classes, **config_lib.model_kwargs(c)
@@ -330,7 +330,9 @@ def run(
 
     Raises:
       ConfigError: (a ``ValueError``) a bad config value, an unusable workdir,
-        or a workdir holding another config.
+        or a workdir holding another config; for a dataset that is not available,
+        the error's line says what is missing, its ``detail`` (and its cause, a
+        :class:`~lth_jax.data.DatasetUnavailableError`) how to supply it.
       Interrupted: (a ``KeyboardInterrupt``) stopped by a signal; resumable.
     """
     started = timing.run_started()  # startup_s of timing.jsonl counts from here

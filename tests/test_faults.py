@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -333,6 +334,12 @@ def test_config_drift_check_unit(tmp_path):
     assert e.value.advice == "use another --workdir, or --overwrite to discard it"
     assert str(e.value) == f"{e.value.problem}; {e.value.advice}"
     assert "imp.prune_rate" in e.value.problem and "--" not in e.value.problem
+    again = pickle.loads(pickle.dumps(e.value))  # e.g. passed between processes
+    assert (again.problem, again.advice, str(again)) == (
+        e.value.problem,
+        e.value.advice,
+        str(e.value),
+    )
     (tmp_path / "config.json").write_text("{garbled")
     with pytest.raises(workdir.DriftError, match="config.json cannot be read") as e:
         config_lib.check_drift(str(tmp_path), _tiny())

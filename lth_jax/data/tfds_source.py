@@ -38,12 +38,9 @@ answer is remembered for the rest of the process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
-import sys
-import tempfile
 import threading
 import urllib.parse
 import urllib.request
@@ -74,43 +71,6 @@ TF_MISSING_MSG = (
 )
 
 
-#: TensorFlow's start-up lines (its C++ log, written to stderr while it is imported: the
-#: logger's own notice, the oneDNN note, the CPU features its build does not use). Dropped
-#: when lth_jax imports it; any other line written meanwhile is passed on.
-TF_BANNER = (
-    "WARNING: All log messages before absl::InitializeLog() is called",
-    "oneDNN custom operations are on",
-    "cpu_feature_guard.cc",
-    "To enable the following instructions:",
-)
-
-
-@contextlib.contextmanager
-def _without_tf_banner():
-    """Holds back what is written to file descriptor 2 meanwhile, then writes it there
-    without the lines of :data:`TF_BANNER` (all of it when the body raises)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    ok = False
-    try:
-        with tempfile.TemporaryFile() as held:
-            os.dup2(held.fileno(), 2)
-            try:
-                yield
-                ok = True
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-                held.seek(0)
-                lines = held.read().decode(errors="replace").splitlines(keepends=True)
-                kept = [x for x in lines if not ok or not any(b in x for b in TF_BANNER)]
-                if kept:
-                    sys.stderr.write("".join(kept))
-                    sys.stderr.flush()
-    finally:
-        os.close(saved)
-
-
 class _DropAbslLine(logging.Filter):
     """Drops TFDS's warning about a dataset folder without its ``dataset_info.json`` (a
     dataset that is not prepared there, which the error raised here explains)."""
@@ -120,15 +80,9 @@ class _DropAbslLine(logging.Filter):
 
 
 def _require_tensorflow(name: str):
-    """Imports TensorFlow and TFDS (without TensorFlow's start-up lines, :data:`TF_BANNER`),
-    hides TensorFlow's GPUs from it (JAX owns them), returns it."""
+    """Imports TensorFlow, hides its GPUs from it (JAX owns them), returns it."""
     try:
-        if "tensorflow" in sys.modules and "tensorflow_datasets" in sys.modules:
-            import tensorflow as tf
-        else:
-            with _without_tf_banner():
-                import tensorflow as tf
-                import tensorflow_datasets  # noqa: F401 - loads more of TensorFlow's libraries
+        import tensorflow as tf
     except ImportError as e:
         raise TensorFlowMissingError(TF_MISSING_MSG.format(name=name)) from e
     try:

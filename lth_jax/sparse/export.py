@@ -176,7 +176,7 @@ def _dataset(config):
         )
     except (ValueError, data.DatasetUnavailableError) as e:
         prefix = f"the input normalization needs dataset {d['name']}: "
-        raise checks.with_detail(e, prefix, ExportError) from None
+        raise checks.with_detail(e, prefix, ExportError) from e
 
 
 def export(

@@ -109,7 +109,7 @@ def _target_dataset(config, size, trial: int):
     except ValueError as e:
         raise config_lib.ConfigError(f"target: {checks.first_line(e)}") from None
     except data.DatasetUnavailableError as e:  # what is missing, then how to supply it
-        raise checks.with_detail(e, "target: ") from None
+        raise checks.with_detail(e, "target: ") from e
 
 
 def _check_target(config) -> None:

@@ -216,6 +216,9 @@ class DriftError(ConfigError):
         self.problem = problem
         self.advice = advice
 
+    def __reduce__(self):  # pickled and copied from its two parts
+        return (type(self), (self.problem, self.advice))
+
 
 def check_config_drift(
     workdir: str,
