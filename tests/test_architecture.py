@@ -157,7 +157,16 @@ LAYERS = [
     ("configs", ["lth_jax.config", "lth_jax.config_checks", "lth_jax.transfer.config"]),
     ("arms", ["lth_jax.arms"]),
     ("engine and reports", ["lth_jax.train", "lth_jax.loop", "lth_jax.optim", "lth_jax.curves"]),
-    ("files", ["lth_jax.workdir", "lth_jax.checkpoint", "lth_jax.sparse.export", "lth_jax.events"]),
+    (
+        "files",
+        [
+            "lth_jax.workdir",
+            "lth_jax.config_base",
+            "lth_jax.checkpoint",
+            "lth_jax.sparse.export",
+            "lth_jax.events",
+        ],
+    ),
 ]
 
 

@@ -20,6 +20,7 @@ MODULES = [
     "lth_jax.rng",
     "lth_jax.optim",
     "lth_jax.config",
+    "lth_jax.config_base",
     "lth_jax.curves",
     "lth_jax.checks",
     "lth_jax.instability",

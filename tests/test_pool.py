@@ -162,6 +162,22 @@ def test_bad_pools_are_refused_in_one_line(tmp_path, capsys):
     assert "no config.json" in _error(capsys)
 
 
+def test_a_workdir_made_before_a_key_existed_pools_with_a_new_one(tmp_path, capsys):
+    pai = {"scope": "layerwise", "batch_size": 256, "synflow_iterations": 100}
+    gmp = {"start": 0.0, "end": 0.75, "every": 100}
+    old = _workdir(tmp_path / "seed=0", 0, [(0.5, 0.6, 0.5)], pai=pai)  # before gmp, T
+    new = {"pai": {**pai, "grasp_temperature": 200.0}, "gmp": gmp}
+    b = _workdir(tmp_path / "seed=1", 1, [(0.5, 0.9, 0.5)], **new)  # the keys at defaults
+    assert cli.main(["report", "--pool", old, b, "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    # With a GraSP arm, the old workdir ran at temperature 1: not the new default's run.
+    arms = ["ticket", "reinit", "grasp"]
+    old = _workdir(tmp_path / "g0", 0, [(0.5, 0.6, 0.5)], pai=pai, arms=arms)
+    b = _workdir(tmp_path / "g1", 1, [(0.5, 0.9, 0.5)], **new, arms=arms)
+    assert cli.main(["report", "--pool", old, b, "--out", str(tmp_path / "out2")]) == 2
+    assert "pai.grasp_temperature (1.0 in" in _error(capsys)
+
+
 def test_harmless_keys_are_the_configs():
     from lth_jax import config
 

@@ -154,6 +154,19 @@ def test_bad_argument_is_refused():
             _get_config(name, "bogus")
 
 
+def test_instability_rewind_steps_fall_on_evaluations():
+    """k, a multiple of 100, evaluates every gcd(k, 1000) steps; k = 0 and 2,000 as before."""
+    every = {
+        k: _get_config("resnet20_instability.py", str(k)).train.eval_every
+        for k in (0, 100, 500, 2000, 2500)
+    }
+    assert every == {0: 1000, 100: 100, 500: 500, 2000: 1000, 2500: 500}
+    with pytest.raises(ValueError, match="a multiple of 100"):
+        _get_config("resnet20_instability.py", "150")
+    assert _get_config("conv_cifar10.py", "conv4,dropout").optimizer.learning_rate == 2e-4
+    assert _get_config("conv_cifar10.py", "conv4").optimizer.learning_rate == 3e-4
+
+
 @pytest.fixture(scope="module")
 def mnist1d_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("presets_data")

@@ -337,8 +337,11 @@ def test_an_old_grasp_workdir_reads_as_temperature_1_and_refuses_the_new_default
     saved = wd.config_to_json(config_lib.base_config())
     del saved["pai"]["grasp_temperature"]  # written before the key existed
     assert config_lib.upgrade_json(saved)["pai"]["grasp_temperature"] == 200.0  # no GraSP arm
-    saved["arms"] = ["ticket", "grasp", "grasp_shuffled"]
+    saved["arms"] = ["ticket", "grasp_reinit"]
     assert config_lib.upgrade_json(saved)["pai"]["grasp_temperature"] == 1.0  # what it ran with
+    del saved["arms"]  # no arms key: the default arms, none of them GraSP's
+    assert config_lib.upgrade_json(saved)["pai"]["grasp_temperature"] == 200.0
+    saved["arms"] = ["ticket", "grasp", "grasp_shuffled"]
     wd.write_json_atomic(str(tmp_path / "config.json"), saved)
     new = config_lib.base_config()
     new.arms = ("ticket", "grasp", "grasp_shuffled")

@@ -133,6 +133,10 @@ def test_point_status(tmp_path):
     assert launch.point_status(p) == "todo"  # round 1 missing
     wd.write_jsonl_atomic(os.path.join(workdir, wd.METRICS), recs)
     assert launch.point_status(p) == "finished"
+    old = wd.config_to_json(p.config)
+    del old["pai"]["grasp_temperature"], old["gmp"]  # made before these keys: still finished
+    wd.write_json_atomic(os.path.join(workdir, wd.CONFIG), old)
+    assert launch.point_status(p) == "finished"
     with wd.lock(workdir):
         assert launch.point_status(p) == "running"
     p.config.train.steps = 300  # the workdir holds another config: run it (run refuses it)

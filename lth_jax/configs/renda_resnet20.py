@@ -27,8 +27,8 @@ the same budget, ``63,000 - k`` steps with ``k = 2,000``, by one of:
 
 Only the ``ticket`` arm is trained (the controls are not part of this
 comparison; the ``reinit`` control is not defined with ``lr`` or ``finetune``
-retraining, see ``lth_jax.config_checks.check_rewind``). 10 rounds take the network to 0.8^10 = 10.7% of its weights; 3
-trials.
+retraining, see ``lth_jax.config_checks.check_rewind``). 10 rounds take the
+network to 0.8^10 = 10.7% of its weights; 3 trials.
 
 Published (Renda, Frankle & Carbin 2020, "Comparing Rewinding and Fine-tuning
 in Neural Network Pruning"; ResNet-20 medians *computed by us* from the

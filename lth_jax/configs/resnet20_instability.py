@@ -14,8 +14,8 @@ trials; then for every round (round 0 = the dense network) two copies of the
 round's subnetwork are trained from step k with different data orders, and
 the test-error barrier along their linear interpolation (11 points; the paper
 uses 30 and 9 samples, 3 initializations x 3, per point:
-``--config.instability.num_points=30``) is recorded. Every network on the path is evaluated with its batch-norm
-statistics recomputed on the training set (``instability.batch_norm =
+``--config.instability.num_points=30``) is recorded. Every network on the
+path is evaluated with its batch-norm statistics recomputed on the training set (``instability.batch_norm =
 "recompute"``; interpolating them with the weights inflates the barrier). The
 report adds a barrier column and panel.
 
@@ -26,8 +26,9 @@ far above the paper's 2% threshold) and do not reach the dense accuracy;
 rewound to step 500 or later they are stable (barrier near 0) and matching.
 The dense network becomes stable later, from about step 2,000 (about 3% of
 training): the IMP subnetworks become stable sooner than the dense network.
-A ``k`` that is not a multiple of 1,000 evaluates every ``gcd(k, 1000)``
-steps (a rewind step must fall on an evaluation).
+A ``k`` (a multiple of 100) that is not a multiple of 1,000 evaluates every
+``gcd(k, 1000)`` steps, since a rewind step must fall on an evaluation: k = 500
+evaluates twice as often as k = 0 or 2,000, k = 100 ten times as often.
 
 Needs CIFAR-10 through TFDS; meant for an accelerator.
 

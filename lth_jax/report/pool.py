@@ -34,6 +34,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from lth_jax.checks import flatten
+from lth_jax.config_base import base_config, upgrade_json
 from lth_jax.report import files
 from lth_jax.report.findings import findings_lines, lottery_findings
 from lth_jax.report.lottery import (
@@ -49,6 +50,7 @@ from lth_jax.report.lottery import (
 from lth_jax.report.lottery_figure import plot_report
 from lth_jax.report.paired import PAIRED_NOTE, arms_note, format_paired, lottery_pairs
 from lth_jax.report.stats import BANDS, has_curve, latest
+from lth_jax.workdir.files import config_to_json
 from lth_jax.workdir.layout import HARMLESS_KEYS as HARMLESS
 
 __all__ = [
@@ -83,24 +85,33 @@ def _harmless(key: str, harmless: Sequence[str]) -> bool:
 
 
 def config_differences(
-    a: Mapping, b: Mapping, ignore: Sequence[str] = ("seed",), harmless=HARMLESS_KEYS
+    a: Mapping,
+    b: Mapping,
+    ignore: Sequence[str] = ("seed",),
+    harmless=HARMLESS_KEYS,
+    defaults: Mapping | None = None,
 ) -> list[str]:
     """The dotted keys where two ``config.json`` objects differ, sorted.
 
     Keys in ``ignore`` and in ``harmless`` (and the keys under them) are left
-    out; a key one side lacks counts as a difference.
+    out; a key one side lacks counts as a difference, unless ``defaults`` (a
+    ``config.json`` of every key's default) holds it with the other side's
+    value (a key added after one of the workdirs was made, at its default).
 
     Example:
       >>> config_differences({"seed": 0, "imp": {"rounds": 2}}, {"seed": 1, "imp": {"rounds": 3}})
       ['imp.rounds']
     """
-    fa, fb = flatten(a), flatten(b)
+    fa, fb, base = flatten(a), flatten(b), flatten(defaults or {})
     skip = tuple(ignore) + tuple(harmless)
-    return sorted(
-        k
-        for k in set(fa) | set(fb)
-        if not _harmless(k, skip) and fa.get(k, _MISSING) != fb.get(k, _MISSING)
-    )
+
+    def differs(k):
+        x, y = fa.get(k, _MISSING), fb.get(k, _MISSING)
+        if defaults is not None and (x is _MISSING) != (y is _MISSING):
+            return k not in base or (y if x is _MISSING else x) != base[k]
+        return x != y
+
+    return sorted(k for k in set(fa) | set(fb) if not _harmless(k, skip) and differs(k))
 
 
 def _show(cfg: Mapping, key: str) -> str:
@@ -122,6 +133,7 @@ def _configs(workdirs: Sequence[str]) -> list[dict]:
             raise ValueError(
                 f"cannot pool {d}: kind {kind!r}; --pool takes lottery and instability workdirs"
             )
+        cfg = upgrade_json(cfg)  # an old config.json in the current layout
         seed = cfg.get("seed")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"cannot pool {d}: its {files.CONFIG_FILE} has no integer seed")
@@ -131,6 +143,12 @@ def _configs(workdirs: Sequence[str]) -> list[dict]:
 
 def pool(workdirs: Sequence[str]) -> tuple[dict, list[dict], list[dict]]:
     """``(config, records, sources)`` of the pooled workdirs, checked (see the module docstring).
+
+    Each ``config.json`` is first brought to the current layout
+    (:func:`lth_jax.config_base.upgrade_json`), and a key one of them lacks
+    differs only when the other's value is not its default, as when a run is
+    resumed: a workdir made before a key existed pools with one made after when
+    both ran the same.
 
     ``config`` is the first workdir's ``config.json`` with ``seed`` set to the
     list of seeds and ``num_trials`` to the pooled count; ``records`` are every
@@ -148,8 +166,9 @@ def pool(workdirs: Sequence[str]) -> tuple[dict, list[dict], list[dict]]:
         raise ValueError("--pool needs at least two workdirs (one is reported as it is)")
     configs = _configs(workdirs)
     first, first_cfg = workdirs[0], configs[0]
+    defaults = config_to_json(base_config())
     for d, cfg in zip(workdirs[1:], configs[1:]):
-        diff = config_differences(first_cfg, cfg)
+        diff = config_differences(first_cfg, cfg, defaults=defaults)
         if diff:
             shown = ", ".join(
                 f"{k} ({_show(first_cfg, k)} in {first}, {_show(cfg, k)} in {d})" for k in diff[:3]

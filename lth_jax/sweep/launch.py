@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from lth_jax import config_base
 from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
 from lth_jax.report.pool import config_differences
@@ -99,7 +100,11 @@ def point_status(p: Point) -> str:
         records = wd.read_jsonl(os.path.join(p.workdir, wd.METRICS), missing_ok=True)
     except (ValueError, OSError):
         return "todo"
-    if saved is None or config_differences(saved, wd.config_to_json(p.config), ignore=()):
+    if saved is None:
+        return "todo"
+    old, new = config_base.upgrade_json(saved), wd.config_to_json(p.config)
+    defaults = wd.config_to_json(config_base.base_config())
+    if config_differences(old, new, ignore=(), defaults=defaults):
         return "todo"
     return "finished" if _complete(p.config, records) else "todo"
 
