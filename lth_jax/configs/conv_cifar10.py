@@ -17,7 +17,8 @@ round: convolutions 10% (Conv-2, Conv-4) or 15% (Conv-6), hidden FC layers
 20%, output layer 10%; rewinding to the initialization; 15 rounds (FC layers
 down to 0.8^15 = 3.5%); 5 trials.
 
-With ``,dropout``: dropout 0.5 after each hidden FC activation, 3x the
+With ``,dropout``: dropout 0.5 after each hidden FC activation (the paper
+gives the rate, not the placement; ``lth_jax.models.conv``), 3x the
 iterations (60,000 / 75,000 / 90,000) and the learning rates the paper uses
 with dropout, 3e-4 (Conv-2) / 2e-4 (Conv-4, Conv-6) (the caption of its
 dropout figure); everything else unchanged.

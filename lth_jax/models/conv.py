@@ -23,8 +23,9 @@ layer list.
 
 **Dropout placement.** ``input_dropout`` on the input image, ``conv_dropout``
 after each max-pool (end of each conv block), ``dropout`` after each hidden FC
-activation (Frankle & Carbin's dropout experiments regularize the FC layers).
-None is applied after ``head``.
+activation (Frankle & Carbin give the rate of their dropout experiments, 0.5,
+but not where it is applied: this placement is ours). None is applied after
+``head``.
 
 **Names.** Convolutions are ``Conv_0, Conv_1, ...``, hidden FC layers
 ``Dense_0, Dense_1`` and the output layer ``head``; all weights are ``kernel``
