@@ -331,12 +331,19 @@ def check_drift(
     Raises:
       ConfigError: naming the differing keys, with both values.
     """
-    wd.check_config_drift(
-        workdir,
-        wd.config_to_json(config),
-        defaults=wd.config_to_json(base_config() if base is None else base),
-        harmless=HARMLESS_KEYS,
-        growable=growable,
-        upgrade=upgrade_json,
-        results=results,
-    )
+    try:
+        wd.check_config_drift(
+            workdir,
+            wd.config_to_json(config),
+            defaults=wd.config_to_json(base_config() if base is None else base),
+            harmless=HARMLESS_KEYS,
+            growable=growable,
+            upgrade=upgrade_json,
+            results=results,
+        )
+    except wd.DriftError as e:
+        if "pai.grasp_temperature (1.0 -> " not in e.problem:
+            raise
+        why = "its GraSP arms ran at temperature 1 (before pai.grasp_temperature existed)"
+        advice = f"--config.pai.grasp_temperature=1 resumes it; or {e.advice}"
+        raise wd.DriftError(f"{e.problem}: {why}", advice) from None

@@ -345,7 +345,10 @@ def test_an_old_grasp_workdir_reads_as_temperature_1_and_refuses_the_new_default
     wd.write_json_atomic(str(tmp_path / "config.json"), saved)
     new = config_lib.base_config()
     new.arms = ("ticket", "grasp", "grasp_shuffled")
-    with pytest.raises(config_lib.ConfigError, match=r"pai\.grasp_temperature \(1\.0 -> 200\.0\)"):
+    with pytest.raises(
+        config_lib.ConfigError, match=r"pai\.grasp_temperature \(1\.0 -> 200\.0\)"
+    ) as e:
         config_lib.check_drift(str(tmp_path), new)
+    assert e.value.advice.startswith("--config.pai.grasp_temperature=1 resumes it; or use another")
     new.pai.grasp_temperature = 1.0  # resumed as it ran
     config_lib.check_drift(str(tmp_path), new)
