@@ -52,6 +52,7 @@ from lth_jax.report.paired import PAIRED_NOTE, arms_note, format_paired, lottery
 from lth_jax.report.stats import BANDS, has_curve, latest
 from lth_jax.workdir.files import config_to_json
 from lth_jax.workdir.layout import HARMLESS_KEYS as HARMLESS
+from lth_jax.workdir.layout import differing_keys
 
 __all__ = [
     "HARMLESS_KEYS",
@@ -77,12 +78,6 @@ TRIAL_KEY_NOTE = (
     "renumbered, and the paired comparisons pair the arms of the same (seed, trial)."
 )
 
-_MISSING = object()
-
-
-def _harmless(key: str, harmless: Sequence[str]) -> bool:
-    return any(key == h or key.startswith(h + ".") for h in harmless)
-
 
 def config_differences(
     a: Mapping,
@@ -102,16 +97,8 @@ def config_differences(
       >>> config_differences({"seed": 0, "imp": {"rounds": 2}}, {"seed": 1, "imp": {"rounds": 3}})
       ['imp.rounds']
     """
-    fa, fb, base = flatten(a), flatten(b), flatten(defaults or {})
-    skip = tuple(ignore) + tuple(harmless)
-
-    def differs(k):
-        x, y = fa.get(k, _MISSING), fb.get(k, _MISSING)
-        if defaults is not None and (x is _MISSING) != (y is _MISSING):
-            return k not in base or (y if x is _MISSING else x) != base[k]
-        return x != y
-
-    return sorted(k for k in set(fa) | set(fb) if not _harmless(k, skip) and differs(k))
+    skip = (*ignore, *harmless)
+    return differing_keys(a, b, defaults=defaults or {}, harmless=skip)
 
 
 def _show(cfg: Mapping, key: str) -> str:

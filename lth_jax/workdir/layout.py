@@ -12,7 +12,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from lth_jax import checks
 from lth_jax.checks import ConfigError
@@ -32,6 +32,7 @@ __all__ = [
     "prepare",
     "check_config_drift",
     "config_diff",
+    "differing_keys",
     "DriftError",
     "note",
 ]
@@ -294,29 +295,44 @@ def config_diff(
     """
     if upgrade is not None:
         saved = upgrade(saved)
-    old, new, base = checks.flatten(saved), checks.flatten(new), checks.flatten(defaults)
+    diff = differing_keys(saved, new, defaults=defaults, harmless=harmless, growable=growable)
+    old, new = checks.flatten(saved), checks.flatten(new)
+    show = lambda d, k: repr(d[k]) if k in d else "<missing>"
+    shown = ", ".join(f"{k} ({show(old, k)} -> {show(new, k)})" for k in diff[:5])
+    return shown + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
+
+
+def differing_keys(
+    a: Mapping,
+    b: Mapping,
+    *,
+    defaults: Mapping,
+    harmless: Sequence[str] = (),
+    growable: Sequence[str] = (),
+) -> list[str]:
+    """The dotted keys where two ``config.json`` objects differ, sorted: the rules of
+    :func:`config_diff` (a key one side lacks differs only when the other side's value is
+    not its value in ``defaults``; ``{}`` makes every such key differ)."""
+    old, new, base = checks.flatten(a), checks.flatten(b), checks.flatten(defaults)
     missing = checks.MISSING
 
     def differs(k):
-        a, b = old.get(k, missing), new.get(k, missing)
-        if a is missing or b is missing:
-            present = b if a is missing else a
+        x, y = old.get(k, missing), new.get(k, missing)
+        if x is missing or y is missing:
+            present = y if x is missing else x
             return k not in base or present != base[k]
-        return a != b
+        return x != y
 
     def grows(k):
         return k in growable and k in old and k in new and int(new[k]) > int(old[k])
 
-    diff = sorted(
+    return sorted(
         k
         for k in set(old) | set(new)
         if not any(k == h or k.startswith(h + ".") for h in harmless)
         and differs(k)
         and not grows(k)
     )
-    show = lambda d, k: repr(d[k]) if k in d else "<missing>"
-    shown = ", ".join(f"{k} ({show(old, k)} -> {show(new, k)})" for k in diff[:5])
-    return shown + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
 
 
 def _has_content(path: str) -> bool:
