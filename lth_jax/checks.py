@@ -144,8 +144,11 @@ def choice(value, name: str, allowed: Sequence[str], error: type[Exception] = Va
 
 # ----------------------------------------------------------------------------- dotted keys
 
-#: Returned by :func:`get` for a key that is not there, when no default is given.
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()
+#: Returned by :func:`get` for a key that is not there, when no default is given
+#: (one object: a pickled copy is this one again).
+MISSING: Any = type(
+    "Missing", (), {"__repr__": lambda self: "<missing>", "__reduce__": lambda self: "MISSING"}
+)()
 
 
 def _is_mapping(node) -> bool:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 
 import ml_collections
 
@@ -342,8 +343,12 @@ def check_drift(
             results=results,
         )
     except wd.DriftError as e:
-        if "pai.grasp_temperature (1.0 -> " not in e.problem:
+        # A config.json written before the key: upgrade_json read its GraSP arms' temperature as 1.
+        if not any(k == "pai.grasp_temperature" and a == 1.0 for k, a, _ in e.differences):
+            raise
+        saved = wd.read_json(os.path.join(workdir, wd.CONFIG)) or {}
+        if "grasp_temperature" in saved.get("pai", {}):
             raise
         why = "its GraSP arms ran at temperature 1 (before pai.grasp_temperature existed)"
         advice = f"--config.pai.grasp_temperature=1 resumes it; or {e.advice}"
-        raise wd.DriftError(f"{e.problem}: {why}", advice) from None
+        raise wd.DriftError(f"{e.problem}: {why}", advice, e.differences) from None

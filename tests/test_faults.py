@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from lth_jax import checkpoint as ckpt_lib
+from lth_jax import checks, lottery, report, workdir
 from lth_jax import config as config_lib
-from lth_jax import lottery, report, workdir
 
 ARGS = [
     "--config.progress=False",
@@ -334,12 +334,23 @@ def test_config_drift_check_unit(tmp_path):
     assert e.value.advice == "use another --workdir, or --overwrite to discard it"
     assert str(e.value) == f"{e.value.problem}; {e.value.advice}"
     assert "imp.prune_rate" in e.value.problem and "--" not in e.value.problem
+    assert e.value.differences == (("imp.prune_rate", 0.2, 0.3),)
     again = pickle.loads(pickle.dumps(e.value))  # e.g. passed between processes
-    assert (again.problem, again.advice, str(again)) == (
+    assert (again.problem, again.advice, str(again), again.differences) == (
         e.value.problem,
         e.value.advice,
         str(e.value),
+        e.value.differences,
     )
+    # A key the saved config lacks, set to a non-default value: MISSING, kept by a pickled copy.
+    c.imp.prune_rate = 0.2
+    del saved["gmp"]["every"]
+    workdir.write_json_atomic(str(tmp_path / "config.json"), saved)
+    c.gmp.every = 7
+    with pytest.raises(workdir.DriftError) as e:
+        config_lib.check_drift(str(tmp_path), c)
+    assert e.value.differences == (("gmp.every", checks.MISSING, 7),)
+    assert pickle.loads(pickle.dumps(e.value)).differences[0][1] is checks.MISSING
     (tmp_path / "config.json").write_text("{garbled")
     with pytest.raises(workdir.DriftError, match="config.json cannot be read") as e:
         config_lib.check_drift(str(tmp_path), _tiny())

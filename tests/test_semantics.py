@@ -352,3 +352,12 @@ def test_an_old_grasp_workdir_reads_as_temperature_1_and_refuses_the_new_default
     assert e.value.advice.startswith("--config.pai.grasp_temperature=1 resumes it; or use another")
     new.pai.grasp_temperature = 1.0  # resumed as it ran
     config_lib.check_drift(str(tmp_path), new)
+    # A workdir whose config.json says temperature 1 itself: refused without the old-workdir hint.
+    saved["pai"]["grasp_temperature"] = 1.0
+    wd.write_json_atomic(str(tmp_path / "config.json"), saved)
+    new.pai.grasp_temperature = 200.0
+    with pytest.raises(config_lib.ConfigError) as e:
+        config_lib.check_drift(str(tmp_path), new)
+    assert e.value.differences == (("pai.grasp_temperature", 1.0, 200.0),)
+    assert "before pai.grasp_temperature existed" not in str(e.value)
+    assert e.value.advice == "use another --workdir, or --overwrite to discard it"

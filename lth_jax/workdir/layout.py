@@ -210,15 +210,19 @@ class DriftError(ConfigError):
 
     ``advice`` names the ``lth-jax run`` options (``--workdir``, ``--overwrite``);
     a command without them (a sweep, a script) words its own from ``problem``.
+    ``differences``: for a config that differs, every differing key as
+    ``(key, saved value, new value)`` (``checks.MISSING`` for a key one side
+    lacks), after the saved config's upgrade; ``()`` for the other refusals.
     """
 
-    def __init__(self, problem: str, advice: str):
+    def __init__(self, problem: str, advice: str, differences: Sequence[tuple] = ()):
         super().__init__(f"{problem}; {advice}")
         self.problem = problem
         self.advice = advice
+        self.differences = tuple(differences)
 
-    def __reduce__(self):  # pickled and copied from its two parts
-        return (type(self), (self.problem, self.advice))
+    def __reduce__(self):  # pickled and copied from its parts
+        return (type(self), (self.problem, self.advice, self.differences))
 
 
 def check_config_drift(
@@ -267,13 +271,15 @@ def check_config_drift(
                 f"put its {CONFIG} back, or use --overwrite to discard them",
             )
         return
-    shown = config_diff(
-        saved, new, defaults=defaults, harmless=harmless, growable=growable, upgrade=upgrade
-    )
-    if shown:
+    if upgrade is not None:
+        saved = upgrade(saved)
+    diff = differing_keys(saved, new, defaults=defaults, harmless=harmless, growable=growable)
+    if diff:
+        old, cur = checks.flatten(saved), checks.flatten(new)
         raise DriftError(
-            f"workdir {workdir} holds a run with a different config: {shown}",
+            f"workdir {workdir} holds a run with a different config: " + _show_diff(diff, old, cur),
             "use another --workdir, or --overwrite to discard it",
+            [(k, old.get(k, checks.MISSING), cur.get(k, checks.MISSING)) for k in diff],
         )
 
 
@@ -296,7 +302,11 @@ def config_diff(
     if upgrade is not None:
         saved = upgrade(saved)
     diff = differing_keys(saved, new, defaults=defaults, harmless=harmless, growable=growable)
-    old, new = checks.flatten(saved), checks.flatten(new)
+    return _show_diff(diff, checks.flatten(saved), checks.flatten(new))
+
+
+def _show_diff(diff: Sequence[str], old: Mapping, new: Mapping) -> str:
+    """``"key (old -> new), ..."`` for the keys ``diff`` of two flattened configs (five at most)."""
     show = lambda d, k: repr(d[k]) if k in d else "<missing>"
     shown = ", ".join(f"{k} ({show(old, k)} -> {show(new, k)})" for k in diff[:5])
     return shown + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
