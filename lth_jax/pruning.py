@@ -4,7 +4,9 @@ The rules, exactly:
 
 * **What a round removes.** ``rate`` is the fraction of the weights *still
   alive* to remove. In a group of ``n`` alive weights, ``k = floor(rate * n +
-  1/2)`` are removed (round half up). After ``L`` rounds at rate ``p`` a layer
+  1/2)`` are removed (round half up), computed exactly in integers with the
+  rate as the decimal written (``0.65`` is 13/20; exact for any rate of at most
+  four decimals, see ``_num_to_remove``). After ``L`` rounds at rate ``p`` a layer
   of ``n`` weights keeps ``n (1-p)^L`` weights to within one per round.
 * **Ranking.** Alive weights are ranked by ``|w|`` ascending; the ``k``
   smallest are removed. Ties are broken by position: the weight that comes
@@ -44,6 +46,7 @@ rules) is :mod:`lth_jax.saliency`; its score functions are re-exported here.
 
 from __future__ import annotations
 
+import fractions
 import math
 import numbers
 import re
@@ -182,8 +185,24 @@ def resolve_layer_rates(
     return rates
 
 
+#: The largest denominator of a rate counted exactly: ``4 q^2 + q < 2^31`` keeps int32 exact.
+_MAX_DENOMINATOR = 23_170
+
+
 def _num_to_remove(rate: float, alive):
-    return jnp.floor(rate * alive.astype(jnp.float32) + 0.5).astype(jnp.int32)
+    """``floor(rate * alive + 1/2)`` exactly, in int32 arithmetic (any ``alive`` < 2^31).
+
+    ``rate`` counts as the decimal it is written as (``0.65`` is 13/20, so 0.65
+    of 90 is 58.5 and 59 go): exact for every rate whose fraction has a
+    denominator up to 23,170 (every rate of at most four decimals); another rate
+    counts as the nearest such fraction. With ``rate = p/q`` and ``alive = a * 2q + b``:
+    ``k = 2pa + floor((2pb + q) / 2q)``.
+    """
+    frac = fractions.Fraction(repr(float(rate))).limit_denominator(_MAX_DENOMINATOR)
+    p, q = frac.numerator, frac.denominator
+    alive = jnp.asarray(alive, jnp.int32)
+    a, b = alive // (2 * q), alive % (2 * q)
+    return 2 * p * a + (2 * p * b + q) // (2 * q)
 
 
 def _prune_by_scores(scores_fn, mask, rate, scope, layer_rates, prunable):

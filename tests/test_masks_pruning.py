@@ -355,3 +355,25 @@ def test_set_mask_rejects_wrong_state_or_tree():
     bad["Dense_0"]["kernel"] = jnp.ones((2, 2), bool)
     with pytest.raises(ValueError, match="Dense_0/kernel"):
         masks.set_mask(tx.init(params), bad)
+
+
+@pytest.mark.parametrize(
+    "rate, n, k",
+    [(0.65, 90, 59), (0.53, 50, 27), (0.13, 450, 59), (0.15, 10, 2), (0.2, 235_200, 47_040)],
+)
+def test_a_round_removes_floor_rate_n_plus_half_exactly(rate, n, k):
+    """k = floor(rate * n + 1/2) with the rate as written: at an exact half, float32
+    arithmetic removed one weight too few (0.65 of 90 is 58.5: 59 go, not 58)."""
+    mask = {"kernel": np.ones((1, n), bool)}
+    w = {"kernel": np.random.default_rng(0).standard_normal((1, n)).astype(np.float32)}
+    assert n - int(pruning.magnitude_prune(w, mask, rate)["kernel"].sum()) == k
+    assert n - int(pruning.random_prune(jax.random.PRNGKey(0), mask, rate)["kernel"].sum()) == k
+
+
+def test_the_count_is_exact_beyond_float32_integers():
+    """Above 2^24 alive weights a float32 count is off by one; the integer one is not."""
+    from lth_jax.pruning import _num_to_remove
+
+    assert int(_num_to_remove(0.5, jnp.int32(20_000_001))) == 10_000_001
+    assert int(_num_to_remove(0.2, jnp.int32(2**31 - 1))) == 429_496_729
+    assert int(_num_to_remove(0.9999, jnp.int32(2**31 - 1))) == 2_147_268_899
