@@ -190,13 +190,26 @@ def reinitialized(inputs: ArmInputs):
 
 
 _random_masks = jax.jit(jax.vmap(pruning.random_mask_like))
+_random_masks_within = jax.jit(
+    jax.vmap(lambda key, mask, within: pruning.random_mask_like(key, mask, within=within))
+)
 
 
 @register("random_mask")
 def random_mask(inputs: ArmInputs):
-    """A random mask with the mask's per-layer counts (key purpose ``random_mask``), rewound."""
+    """A random mask with the mask's per-layer counts (key purpose ``random_mask``), rewound.
+
+    With ``imp.rewind`` ``lr`` or ``finetune`` the source is the ticket's
+    trained network of the previous round, pruned to the previous ticket mask:
+    the random mask is drawn among that mask's alive weights (random pruning of
+    that network), so no alive weight starts at a pruned weight's 0.
+    """
     params, batch_stats = inputs.source()
-    return params, batch_stats, _random_masks(inputs.key("random_mask"), inputs.mask)
+    key = inputs.key("random_mask")
+    if inputs.rewind == "weights":
+        return params, batch_stats, _random_masks(key, inputs.mask)
+    within = inputs.prev["ticket"]["mask"]
+    return params, batch_stats, _random_masks_within(key, inputs.mask, within)
 
 
 _top_like = jax.jit(jax.vmap(pruning.top_scores_like))

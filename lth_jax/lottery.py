@@ -31,8 +31,11 @@ is saved at ``imp.rewind_step = k``). Each later round ``r``:
    the last step (refused by the config check when below 1e-3 of
    ``optimizer.learning_rate``). With ``lr`` and ``finetune`` the controls
    mean: ``random_mask`` is random pruning of the trained network at the
-   ticket's per-layer counts, then the same retraining (the random-pruning
-   control of Renda et al. 2020); ``reinit`` is refused (a fresh
+   ticket's per-layer counts, then the same retraining: from the ticket's
+   previous-round network, it keeps in each layer the ticket's count of
+   weights drawn at random among that network's alive ones (the previous
+   ticket mask), so it differs from the ticket only in which weights this
+   round removes; ``reinit`` is refused (a fresh
    initialization trained for the retraining budget only controls nothing;
    run ``imp.rewind=weights`` for it). Every arm of a round starts at step ``k``,
    trains to ``train.steps`` with a fresh optimizer state, and sees the same

@@ -324,32 +324,44 @@ def random_prune(
     return _prune_by_scores(scores, mask, rate, scope, layer_rates, prunable)
 
 
-def random_mask_like(key, mask, prunable=None):
+def random_mask_like(key, mask, prunable=None, within=None):
     """A fresh random mask with exactly the per-layer alive counts of ``mask``.
 
     This is the random-mask control of the lottery-ticket papers: same layerwise
     sparsity as the ticket, positions drawn uniformly at random (independently
     of which weights the ticket kept). Non-prunable leaves stay all-alive.
 
+    ``within`` (a mask of the same structure, or ``None``: every position)
+    limits the draw to its alive positions: random pruning of a network that is
+    already pruned to ``within``, whose alive counts must be at least ``mask``'s.
+    An all-alive ``within`` draws the same mask as ``None``.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> m = {"kernel": jnp.array([[True, False, False, True]])}
       >>> int(random_mask_like(jax.random.PRNGKey(1), m)["kernel"].sum())
       2
+      >>> w = {"kernel": jnp.array([[True, True, False, False]])}
+      >>> random_mask_like(jax.random.PRNGKey(1), m, within=w)["kernel"].tolist()
+      [[True, True, False, False]]
     """
     flags = jax.tree.leaves(masks_lib.prunable_tree(mask, prunable))
     leaves, treedef = jax.tree.flatten(mask)
+    inside = [None] * len(leaves) if within is None else jax.tree.leaves(within)
     keys = jax.random.split(key, len(leaves))
     out = []
-    for k, m, f in zip(keys, leaves, flags):
+    for k, m, w, f in zip(keys, leaves, inside, flags):
         m = jnp.asarray(m, dtype=bool)
         if not f:
             out.append(m)
             continue
         alive = jnp.sum(m, dtype=jnp.int32)
-        # The ``alive`` positions with the lowest uniform draws (ties: lower index first):
+        draws = jax.random.uniform(k, (m.size,))
+        if w is not None:  # outside ``within``: after every draw in [0, 1)
+            draws = jnp.where(jnp.asarray(w, bool).reshape(-1), draws, 2.0)
+        # The ``alive`` positions with the lowest draws (ties: lower index first):
         # one stable sort, its inverse permutation by a scatter.
-        order = jnp.argsort(jax.random.uniform(k, (m.size,)), stable=True)
+        order = jnp.argsort(draws, stable=True)
         keep = jnp.zeros((m.size,), bool).at[order].set(jnp.arange(m.size) < alive)
         out.append(keep.reshape(m.shape))
     return jax.tree.unflatten(treedef, out)
