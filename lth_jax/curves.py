@@ -34,13 +34,17 @@ def early_stop(curve, steps, metric: str = "val_loss"):
     """``(index, step)`` of the best point of a 1-D validation curve (first on ties).
 
     ``metric="val_loss"``: ``curve`` is a loss, the minimum wins;
-    ``"val_accuracy"``: an accuracy, the maximum wins. NaN never wins.
+    ``"val_accuracy"``: an accuracy, the maximum wins. A non-finite point never
+    wins over a finite one; on a curve with no finite point (a run that
+    diverged before its first evaluation) it is the first point.
 
     Example:
       >>> early_stop([3.0, 1.0, 1.0, 2.0], [10, 20, 30, 40])
       (1, 20)
       >>> early_stop([0.5, 0.7, 0.7, 0.6], [10, 20, 30, 40], "val_accuracy")
       (1, 20)
+      >>> early_stop([float("nan"), float("nan")], [10, 20])
+      (0, 10)
     """
     if metric not in EARLY_STOP_METRICS:
         raise ValueError(f"metric must be one of {', '.join(EARLY_STOP_METRICS)}, got {metric!r}")
