@@ -10,8 +10,9 @@ value and meaning) come from :mod:`lth_jax.cli_help`, ``lth-jax report
 
 Parsing is ``config_flags.DEFINE_config_dict`` on a private
 ``absl.flags.FlagValues``, with ``--workdir`` and ``--overwrite`` absl flags
-next to it. Four things are done here around it, because ``config_flags``
-(ml_collections 1.1.0, absl-py 2.5.1) does them otherwise:
+next to it. Five things are done around it (the override parts in
+:mod:`lth_jax.cli_overrides`), because ``config_flags`` (ml_collections 1.1.0,
+absl-py 2.5.1) does them otherwise:
 
 * the ``--config`` file is loaded here (:func:`load_config_file`):
   ``DEFINE_config_file`` turns a missing file into a config that raises on
@@ -26,7 +27,11 @@ next to it. Four things are done here around it, because ``config_flags``
   whole text is then taken as one string), so a tuple value with a comma and
   no brackets or quotes is split at its commas;
 * absl's errors (``flag --config.train.steps=abc: invalid literal for int()
-  with base 10: 'abc'``) become the one line below, saying what the key takes.
+  with base 10: 'abc'``) become the one line below, saying what the key takes;
+* ``--config.model.name`` naming another model clears the config's
+  ``model.kwargs`` that model does not take (the default config's
+  ``features``, say, when switching to ``cnn1d``), unless they are set on the
+  command line too.
 
 A config file is only Python run here: one that calls ``sys.exit()`` (while
 loading or in ``get_config``) is a bad config like one that raises.
@@ -41,21 +46,25 @@ unexpected); 130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint.
 from __future__ import annotations
 
 import argparse
-import ast
-import difflib
 import importlib.util
 import json
 import os
-import re
 import sys
 
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
-from ml_collections.config_flags import config_path, tuple_parser
 
-from lth_jax import __version__, checks, cli_help, configs, kinds, report, sweep
+from lth_jax import __version__, cli_help, configs, kinds, report, sweep
 from lth_jax.checks import ConfigError, with_detail
+from lth_jax.cli_overrides import (
+    UsageError,
+    absl_error,
+    check_override_keys,
+    drop_other_model_kwargs,
+    explained,
+    one_line,
+)
 from lth_jax.workdir import RunFailed, config_to_json
 
 USAGE = (
@@ -73,10 +82,6 @@ USAGE = (
 WEIGHTS = ("trained", "rewind")
 
 
-class UsageError(Exception):
-    """Bad command-line input (exit status 2)."""
-
-
 #: The command could not do its work, for a known reason that is not bad input:
 #: :func:`main` prints the message as one line and returns exit status 1.
 CommandFailed = RunFailed
@@ -91,10 +96,6 @@ class _ArgumentParser(argparse.ArgumentParser):
 
 class _Help(Exception):
     """Help was asked for: ``args[0]`` is the text to print (none: ``lth-jax --help``)."""
-
-
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
 def _short(e: BaseException) -> str:
@@ -196,107 +197,6 @@ def _take_config_file(argv: list[str]) -> tuple[str | None, list[str]]:
     return spec, rest
 
 
-# ----------------------------------------------------------------------------- overrides
-
-#: An override, as ``config_flags`` finds them (``--config.KEY``, ``--noconfig.KEY``).
-_OVERRIDE = re.compile(r"-{1,2}(no)?config\.")
-
-
-def _keys_and_blocks(config) -> list[str]:
-    out = set()
-    for key in checks.flatten(config):
-        parts = key.split(".")
-        out.update(".".join(parts[: i + 1]) for i in range(len(parts)))
-    return sorted(out)
-
-
-def _is_block(value) -> bool:
-    return value is checks.MISSING or hasattr(value, "keys")
-
-
-def _check_override_keys(config, argv: list[str]) -> None:
-    """Every ``--config.KEY`` names a key of ``config`` (``--noconfig.KEY`` a boolean one)."""
-    for arg in argv:
-        m = _OVERRIDE.match(arg)
-        if not m:
-            continue
-        flag = arg.split("=", 1)[0]
-        key = flag.split(".", 1)[1]
-        if not key:
-            raise UsageError(f"{flag}: the key is empty")
-        if checks.get(config, key) is checks.MISSING:
-            parts = key.split(".")
-            leaf = next(
-                (
-                    p
-                    for p in (".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1))
-                    if not _is_block(checks.get(config, p))
-                ),
-                None,
-            )
-            if leaf is not None:
-                hint = f"; {leaf} has no keys, it is set whole (--config.{leaf}=VALUE)"
-            else:
-                near = difflib.get_close_matches(key, _keys_and_blocks(config), n=1)
-                hint = f"; did you mean --config.{near[0]}?" if near else ""
-            raise UsageError(f"unknown config key {key} in {flag}{hint}")
-        if m.group(1) and config_path.get_type(key, config) is not bool:
-            raise UsageError(f"{flag}: {key} is not a true/false key")
-
-
-def _word(text: str):
-    text = text.strip()
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
-
-
-def _explained(inner):
-    """``inner`` (an absl parser) with errors saying what the key takes."""
-    if isinstance(inner, flags.BooleanParser):
-        expect = "must be true or false"
-    elif isinstance(inner, flags.IntegerParser):
-        expect = "must be an integer"
-    elif isinstance(inner, flags.FloatParser):
-        expect = "must be a number"
-    elif isinstance(inner, tuple_parser.TupleParser):
-        expect = "must be a tuple: a Python literal such as (100, 100), or words a,b"
-    else:
-        expect = "must be a dict literal such as \"{'key': 1}\""
-    words = isinstance(inner, tuple_parser.TupleParser)
-
-    class Explained(flags.ArgumentParser):
-        def parse(self, argument):
-            if (
-                words
-                and isinstance(argument, str)
-                and "," in argument
-                and not any(ch in argument for ch in "()[]{}'\"")
-            ):
-                return tuple(_word(w) for w in argument.split(",") if w.strip())
-            try:
-                return inner.parse(argument)
-            except (TypeError, ValueError):
-                raise ValueError(expect) from None
-
-        def flag_type(self):
-            return inner.flag_type()
-
-    return Explained()
-
-
-def _absl_error(e: BaseException) -> str:
-    """absl's message for bad flags as one line (``--KEY=VALUE: what it takes``)."""
-    msg = _one_line(str(e))
-    if msg.startswith("flag --"):  # IllegalFlagValueError: "flag --NAME=VALUE: why"
-        return msg[len("flag ") :]
-    missing = re.match(r"Missing value for flag (\S+)$", msg)
-    if missing:
-        return f"{missing.group(1)} needs a value ({missing.group(1)}=VALUE)"
-    return msg
-
-
 def parse_run_args(argv, workdir_required: bool = True):
     """``(config, workdir, overwrite)`` from ``lth-jax run`` arguments.
 
@@ -311,7 +211,8 @@ def parse_run_args(argv, workdir_required: bool = True):
     config = default_config() if spec is None else load_config_file(spec)
     if any(a in ("-h", "--help") for a in rest):
         raise _Help(cli_help.run_help(USAGE.splitlines()[0], config, spec))
-    _check_override_keys(config, rest)
+    check_override_keys(config, rest)
+    before = config.get("model", {}).get("name")
     args = ["lth-jax run", *rest]
     fv = flags.FlagValues()
     try:
@@ -322,7 +223,7 @@ def parse_run_args(argv, workdir_required: bool = True):
         flags.DEFINE_boolean("overwrite", False, "discard the workdir's run", flag_values=fv)
         for name in list(fv):
             if name != "config":
-                fv[name].parser = _explained(fv[name].parser)
+                fv[name].parser = explained(fv[name].parser)
         positional = fv(args)[1:]
     except flags.UnrecognizedFlagError as e:
         raise UsageError(
@@ -330,9 +231,10 @@ def parse_run_args(argv, workdir_required: bool = True):
             "--print-config, --config.KEY=VALUE (lth-jax run --help)"
         ) from None
     except (flags.Error, ValueError, TypeError, KeyError, AttributeError) as e:
-        raise UsageError(_absl_error(e)) from None
+        raise UsageError(absl_error(e)) from None
     if positional:
         raise UsageError(f"unexpected argument {positional[0]!r}; {USAGE.splitlines()[0]}")
+    drop_other_model_kwargs(config, before, rest)
     if not fv.workdir and workdir_required:
         raise UsageError("--workdir is required (the directory for results and checkpoints)")
     return config, fv.workdir, fv.overwrite
@@ -413,7 +315,7 @@ def _report(argv) -> int:
     try:
         return report.main_report(args.dirs, out_dir=args.out, band=args.band, pooled=args.pool)
     except (ValueError, OSError) as e:
-        raise UsageError(_one_line(str(e))) from None
+        raise UsageError(one_line(str(e))) from None
 
 
 def _export(argv) -> int:
@@ -484,14 +386,14 @@ def main(argv=None) -> int:
         return 0
     except (UsageError, ConfigError) as e:
         detail = f"\n{e.detail}" if getattr(e, "detail", "") else ""  # a dataset's how-to
-        print(f"lth-jax: error: {_one_line(str(e))}{detail}", file=sys.stderr, flush=True)
+        print(f"lth-jax: error: {one_line(str(e))}{detail}", file=sys.stderr, flush=True)
         return 2
     except CommandFailed as e:
-        print(f"lth-jax: error: {_one_line(str(e))}", file=sys.stderr, flush=True)
+        print(f"lth-jax: error: {one_line(str(e))}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt as e:
         code = getattr(e, "exit_code", 130)
-        msg = _one_line(str(e)) or "interrupted"
+        msg = one_line(str(e)) or "interrupted"
         print(f"lth-jax: {msg}", file=sys.stderr, flush=True)
         return code
 

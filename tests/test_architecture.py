@@ -148,6 +148,7 @@ LAYERS = [
         [
             "lth_jax.cli",
             "lth_jax.cli_help",
+            "lth_jax.cli_overrides",
             "lth_jax.kinds",
             "lth_jax.sweep",
             "lth_jax.sweep.launch",

@@ -16,7 +16,7 @@ import sys
 import ml_collections
 import pytest
 
-from lth_jax import checks, cli, lottery
+from lth_jax import checks, cli, cli_overrides, lottery
 from lth_jax import config as config_lib
 
 TINY = [
@@ -402,3 +402,28 @@ def test_every_model_attribute_is_a_declared_key():
         fields = {f.name for f in dataclasses.fields(cls) if f.init}
         settable = fields - {"parent", "name", "num_classes", "kernel_init", "bias_init"}
         assert settable <= declared, (name, settable - declared)
+
+
+def test_switching_model_on_the_command_line_drops_the_other_models_kwargs(tmp_path):
+    """The default config sets features=(100, 100) for its mlp; cnn1d does not take features,
+    so --config.model.name=cnn1d clears it (before: refused, naming a key the user never set).
+    A kwarg given on the command line stays and is checked; the same model keeps its kwargs."""
+    wd = ["--workdir", str(tmp_path)]
+    config, _, _ = cli.parse_run_args([*wd, "--config.model.name=cnn1d"])
+    assert config.model.kwargs.features is None
+    config_lib.validate(config)
+    c = config_lib.default_config()  # a kwarg both models take stays
+    c.model.kwargs.dropout = 0.2
+    c.model.name = "cnn1d"
+    assert cli_overrides.drop_other_model_kwargs(c, "mlp", ["--config.model.name=cnn1d"]) == [
+        "features"
+    ]
+    assert config_lib.model_kwargs(c) == {"dropout": 0.2}
+    config, _, _ = cli.parse_run_args(
+        [*wd, "--config.model.name=cnn1d", "--config.model.kwargs.features=(8,)"]
+    )
+    assert config.model.kwargs.features == (8,)
+    with pytest.raises(ValueError, match="not an attribute of model 'cnn1d'"):
+        config_lib.validate(config)
+    config, _, _ = cli.parse_run_args([*wd, "--config.model.kwargs.features=(8,)"])
+    assert config.model.name == "mlp" and config.model.kwargs.features == (8,)

@@ -23,6 +23,7 @@ MODULES = [
     "lth_jax.config_base",
     "lth_jax.curves",
     "lth_jax.checks",
+    "lth_jax.cli_overrides",
     "lth_jax.instability",
     "lth_jax.sparse.fileformat",
     "lth_jax.data.pipeline",
