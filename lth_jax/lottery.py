@@ -35,20 +35,20 @@ is saved at ``imp.rewind_step = k``). Each later round ``r``:
    previous-round network, it keeps in each layer the ticket's count of
    weights drawn at random among that network's alive ones (the previous
    ticket mask), so it differs from the ticket only in which weights this
-   round removes; ``reinit`` is refused (a fresh
-   initialization trained for the retraining budget only controls nothing;
-   run ``imp.rewind=weights`` for it). Every arm of a round starts at step ``k``,
-   trains to ``train.steps`` with a fresh optimizer state, and sees the same
-   data order and dropout keys (key purposes ``data``/``dropout`` of that
-   trial and round), so arms differ only in what the table says.
+   round removes; ``reinit`` is refused (a fresh initialization trained for
+   the retraining budget only controls nothing; run ``imp.rewind=weights``
+   for it). Every arm of a round starts at step ``k``, trains to
+   ``train.steps`` with a fresh optimizer state, and sees the same data
+   order and dropout keys (key purposes ``data``/``dropout`` of that trial
+   and round), so arms differ only in what the table says.
 3. **train** all ``trials x arms`` runs as one compiled program (vmapped, split
    over the devices), and **record** one metrics line per run.
 
 Every finished round is checkpointed (orbax, :mod:`lth_jax.checkpoint`) with
 the masks, the initial, rewind and trained weights, and all records so far;
-running the same command on the same workdir resumes after the last finished
-round and produces the same ``metrics.jsonl`` as an uninterrupted run. Workdir
-files, drift check and signals: :mod:`lth_jax.workdir`; live metrics: :mod:`lth_jax.events`.
+running the same command again resumes after the last finished round (and
+says so) with the same ``metrics.jsonl`` as an uninterrupted run. Workdir files,
+drift check, signals: :mod:`lth_jax.workdir`; live metrics: :mod:`lth_jax.events`.
 """
 
 from __future__ import annotations
@@ -312,9 +312,7 @@ class Experiment:
 # ----------------------------------------------------------------------------- the runner
 
 
-def run(
-    config, workdir: str, *, overwrite: bool = False, progress: bool | None = None
-) -> list[dict]:
+def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None = None) -> list:
     """Runs (or resumes) a lottery experiment in ``workdir``; returns all records.
 
     Every config value is checked before any work starts (then the data, the
@@ -385,6 +383,7 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard, started) -
             )
         partial = ck.restore_partial(done + 1)
         last = config.imp.rounds
+        wd.note_resume(done, last, partial is not None, is_main)
         for r in range(done + 1, last + 1):
             timer = timing.RoundTimer(started if r == done + 1 else None).start()
             resume = partial if r == done + 1 else None

@@ -35,6 +35,7 @@ MODULES = [
     "lth_jax.models.cnn1d",
     "lth_jax.models.cpu_conv",
     "lth_jax.transfer.surgery",
+    "lth_jax.report.files",
     "lth_jax.report.paired",
     "lth_jax.report.pool",
     "lth_jax.report.tables",

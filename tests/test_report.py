@@ -929,3 +929,24 @@ def test_figure_gives_each_line_of_several_workdirs_its_colour(tmp_path, monkeyp
     lines = ["a: ticket", "a: random re-init", "a: random pruning", "b: ticket", "c: ticket"]
     colours = [seen[name].get_color() for name in lines]
     assert len(set(colours)) == len(lines)
+
+
+def test_a_report_of_an_unfinished_run_says_so(tmp_path, capsys):
+    """A stopped run's report (rounds 0-16 of a config asking for 0-20) says it is unfinished
+    and how to finish it, on the command line and in report.md; a finished one does not."""
+    import shutil
+
+    src = os.path.join(os.path.dirname(__file__), "..", "experiments", "results", "mnist1d_lottery")
+    d = tmp_path / "run"
+    shutil.copytree(src, d)
+    assert report.main_report([str(d)], out_dir=str(tmp_path / "done")) == 0
+    assert "unfinished run" not in capsys.readouterr().out
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["imp"]["rounds"] = 20
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert report.main_report([str(d)], out_dir=str(tmp_path / "out")) == 0
+    line = "unfinished run (rounds 0-16 of 0-20 done); run its lth-jax run command again"
+    assert line in capsys.readouterr().out
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "**Unfinished run**: rounds 0-16 of 0-20 done; run its lth-jax run command" in md
+    assert files.unfinished({"kind": "transfer"}, []) is None

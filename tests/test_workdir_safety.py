@@ -293,3 +293,16 @@ def test_a_trial_whose_dense_run_diverged_is_not_pruned(tmp_path):
     # Every trial diverged: nothing to prune.
     with pytest.raises(wd.RunFailed, match="every trial"):
         lottery._diverged([{**r, "status": "nan", "fail_step": 3} for r in recs])
+
+
+def test_a_rerun_says_what_it_found(env, finished, tmp_path):
+    """Rerunning a finished run says every round is done; one with more rounds, where it
+    resumes (a mid-round resume says so itself, tested in test_faults)."""
+    d = _copy(finished, tmp_path)
+    rc, _, err = _run(env, d)
+    assert rc == 0, err
+    assert "lth-jax: all rounds (0-2) are done already; writing the report" in err
+    assert (d / "metrics.jsonl").read_bytes() == finished[1]["metrics.jsonl"]
+    rc, _, err = _run(env, d, "--config.imp.rounds=3")
+    assert rc == 0, err
+    assert "lth-jax: resuming after round 2 (rounds 0-2 are done)" in err

@@ -26,6 +26,8 @@ __all__ = [
     "read_records",
     "read_config",
     "workdir_kind",
+    "unfinished",
+    "RESUME",
     "labels",
     "out_dir_for",
     "write_markdown",
@@ -100,6 +102,41 @@ def read_config(workdir: str) -> tuple[dict | None, str | None]:
     if not isinstance(cfg, dict):
         return None, f"{CONFIG_FILE} is not a JSON object"
     return cfg, None
+
+
+#: How an unfinished run is finished (what the report says about one).
+RESUME = "run its lth-jax run command again to finish it"
+
+
+def unfinished(cfg: Mapping | None, records: Sequence[Mapping]) -> str | None:
+    """What a lottery or instability run still lacks, or ``None`` when it is finished.
+
+    ``cfg``: its ``config.json`` (a dict); ``records``: its ``metrics.jsonl``.
+    Finished: every round ``0..imp.rounds`` has records, and for kind
+    ``instability`` every ticket and dense record (not skipped) has its
+    ``barrier``. Other kinds, and a missing config: ``None`` (not judged here).
+
+    Example:
+      >>> unfinished({"imp": {"rounds": 3}}, [{"round": 0}, {"round": 1}])
+      'rounds 0-1 of 0-3 done'
+      >>> unfinished({"imp": {"rounds": 1}}, [{"round": 0}, {"round": 1}]) is None
+      True
+    """
+    kind = None if cfg is None else cfg.get("kind", "lottery")
+    if kind not in ("lottery", "instability"):
+        return None
+    target = int(cfg.get("imp", {}).get("rounds", 0))
+    done = sorted({r.get("round") for r in records if isinstance(r.get("round"), int)})
+    if not all(r in done for r in range(target + 1)):
+        have = "no round" if not done else f"rounds {done[0]}-{done[-1]}"
+        return f"{have} of 0-{target} done"
+    if kind == "instability" and not all(
+        "barrier" in r
+        for r in records
+        if r.get("arm") in ("ticket", "dense") and r.get("status") != "skipped"
+    ):
+        return "the instability of some rounds is not computed yet"
+    return None
 
 
 def workdir_kind(workdir: str) -> str | None:

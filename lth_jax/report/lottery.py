@@ -348,6 +348,8 @@ def _section(workdir: str, records, rows, pairs, heading: str | None) -> str:
     elif err:
         lines += [f"Config: ({err})", ""]
     lines += [f"Metrics: {_records_summary(records, rows)}", ""]
+    if why := files.unfinished(cfg, records):
+        lines += [f"**Unfinished run**: {why}; {files.RESUME}.", ""]
     sub = "#" * (3 if heading else 2)
     lines += [f"{sub} Findings", "", *findings_lines(records, pairs), ""]
     lines += [format_table(rows), ""]

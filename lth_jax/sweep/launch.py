@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from lth_jax import config_base
 from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
+from lth_jax.report.files import unfinished
 from lth_jax.report.pool import config_differences
 
 __all__ = [
@@ -78,17 +79,9 @@ def _lock_holder(workdir: str) -> str | None:
 
 
 def _complete(config, records: list[dict]) -> bool:
-    kind = config.get("kind", "lottery")
-    if kind not in ("lottery", "instability"):
+    if config.get("kind", "lottery") not in ("lottery", "instability"):
         return False
-    rounds = {r.get("round") for r in records}
-    if not all(r in rounds for r in range(int(config.imp.rounds) + 1)):
-        return False
-    return kind == "lottery" or all(
-        "barrier" in r
-        for r in records
-        if r.get("arm") in ("ticket", "dense") and r.get("status") != "skipped"
-    )
+    return unfinished(wd.config_to_json(config), records) is None
 
 
 def point_status(p: Point) -> str:

@@ -62,6 +62,7 @@ from lth_jax.workdir.layout import (
     config_diff,
     lock,
     note,
+    note_resume,
     prepare,
 )
 from lth_jax.workdir.signals import ChunkSaver, Interrupted, SignalGuard
@@ -91,6 +92,7 @@ __all__ = [
     "sync_metrics",
     "write_metrics",
     "note",
+    "note_resume",
     "RunFailed",
     "is_disk_full",
     "disk_full",

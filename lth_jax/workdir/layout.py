@@ -35,6 +35,7 @@ __all__ = [
     "differing_keys",
     "DriftError",
     "note",
+    "note_resume",
 ]
 
 CONFIG = "config.json"
@@ -355,3 +356,15 @@ def note(msg: str, is_main: bool = True) -> None:
     """Prints ``lth-jax: <msg>`` on stderr (from the main process only)."""
     if is_main:
         print(f"lth-jax: {msg}", file=sys.stderr, flush=True)
+
+
+def note_resume(done: int, last: int, mid_round: bool, is_main: bool = True) -> None:
+    """Says what a rerun found: every round ``0..last`` done, or a resume after round ``done``.
+
+    Nothing for a new run (``done < 0``) or a resume from a mid-round
+    checkpoint (``mid_round``: the runner says that one itself).
+    """
+    if done >= last:
+        note(f"all rounds (0-{last}) are done already; writing the report", is_main)
+    elif done >= 0 and not mid_round:
+        note(f"resuming after round {done} (rounds 0-{done} are done)", is_main)
