@@ -132,9 +132,10 @@ def load_config_file(spec: str):
     if not path:
         raise UsageError("--config needs a file name or preset:NAME")
     if not os.path.exists(path):
-        raise UsageError(
-            f"--config {path}: no such file (a config file, or preset:NAME: lth-jax presets)"
-        )
+        hint = "a config file, or preset:NAME: lth-jax presets"
+        if path in configs.names():  # a preset named without preset:
+            hint = f"did you mean --config {configs.PREFIX}{spec}?"
+        raise UsageError(f"--config {path}: no such file ({hint})")
     if os.path.isdir(path):
         raise UsageError(f"--config {path}: is a directory, not a config file")
     name = "lth_jax_config_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
@@ -252,7 +253,7 @@ def _run(argv) -> int:
     k = kinds.get(config.get("kind", "lottery"))
     if print_config:  # the config a run would write as config.json; a bad one is exit 2
         k.validate(config)
-        print(json.dumps(config_to_json(config), indent=2, sort_keys=True))
+        print(json.dumps(config_to_json(config), indent=2, sort_keys=True), flush=True)
         return 0
     parallel.configure_host_devices()
     k.validate(config)
@@ -396,6 +397,9 @@ def main(argv=None) -> int:
         msg = one_line(str(e)) or "interrupted"
         print(f"lth-jax: {msg}", file=sys.stderr, flush=True)
         return code
+    except BrokenPipeError:  # the reader went away (lth-jax run --print-config | head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # what a shell reports for a command killed by SIGPIPE
 
 
 if __name__ == "__main__":

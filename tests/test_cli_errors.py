@@ -46,6 +46,11 @@ CASES = [
     ("no-value", ["run", "--workdir", "{wd}", "--config.imp.rounds"], ["imp.rounds"]),
     ("dict-as-scalar", ["run", "--workdir", "{wd}", "--config.train=5"], ["--config.train"]),
     ("config-missing", ["run", "--workdir", "{wd}", "--config", "{wd}.py"], ["no such file"]),
+    (
+        "preset-without-prefix",
+        ["run", "--workdir", "{wd}", "--config", "mnist1d_rewinding:lr"],
+        ["no such file", "did you mean --config preset:mnist1d_rewinding:lr?"],
+    ),
     ("config-no-get-config", ["run", "--workdir", "{wd}", "--config", "{noget}"], ["get_config"]),
     ("config-syntax-error", ["run", "--workdir", "{wd}", "--config", "{syntax}"], ["SyntaxError"]),
     ("config-raises", ["run", "--workdir", "{wd}", "--config", "{raises}"], ["boom"]),
@@ -427,3 +432,14 @@ def test_switching_model_on_the_command_line_drops_the_other_models_kwargs(tmp_p
         config_lib.validate(config)
     config, _, _ = cli.parse_run_args([*wd, "--config.model.kwargs.features=(8,)"])
     assert config.model.name == "mlp" and config.model.kwargs.features == (8,)
+
+
+def test_a_closed_pipe_is_no_traceback():
+    """lth-jax run --print-config | true: the reader is gone before the config is written;
+    exit status 141, as a shell gives a command killed by SIGPIPE, and nothing on stderr."""
+    cmd = [sys.executable, "-m", "lth_jax.cli", "run", "--print-config"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the child writes: its write fails with EPIPE
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

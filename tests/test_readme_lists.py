@@ -69,3 +69,26 @@ def test_harmless_keys_are_config_keys_and_the_readme_names_them():
     text = _bullet("- **Config drift.**")
     for key in layout.HARMLESS_KEYS:
         assert f"`{key}`" in text or f"`{key.split('.')[0]}.*`" in text, key
+
+
+def test_the_presets_table_gives_each_presets_arguments_with_the_default_first():
+    """``name[:a|b|c]``: every choice loads, and the first is what ``name`` alone runs."""
+    from lth_jax.workdir import config_to_json
+
+    rows = [
+        n
+        for line in _section("Paper presets").splitlines()
+        if line.startswith("| `")
+        for n in re.findall(r"`([^`]+)`", line.split(" | ")[0])
+    ]
+    checked = 0
+    for cell in rows:
+        name, _, arg = cell.partition("[:")
+        if not arg or arg == "k]":
+            continue
+        choices = re.sub(r"\[,dropout\]", "", arg[:-1]).replace("\\", "").split("|")
+        for choice in choices:
+            configs.get(name, choice)
+        assert config_to_json(configs.get(name)) == config_to_json(configs.get(name, choices[0]))
+        checked += 1
+    assert checked >= 9
