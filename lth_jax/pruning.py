@@ -5,8 +5,8 @@ The rules, exactly:
 * **What a round removes.** ``rate`` is the fraction of the weights *still
   alive* to remove. In a group of ``n`` alive weights, ``k = floor(rate * n +
   1/2)`` are removed (round half up), computed exactly in integers with the
-  rate as the decimal written (``0.65`` is 13/20; exact for any rate of at most
-  four decimals, see ``_num_to_remove``). After ``L`` rounds at rate ``p`` a layer
+  rate as the decimal written (``0.65`` is 13/20) for any rate of at most four
+  decimals, otherwise in float32 (``_num_to_remove``). After ``L`` rounds at rate ``p`` a layer
   of ``n`` weights keeps ``n (1-p)^L`` weights to within one per round.
 * **Ranking.** Alive weights are ranked by ``|w|`` ascending; the ``k``
   smallest are removed. Ties are broken by position: the weight that comes
@@ -194,13 +194,16 @@ def _num_to_remove(rate: float, alive):
 
     ``rate`` counts as the decimal it is written as (``0.65`` is 13/20, so 0.65
     of 90 is 58.5 and 59 go): exact for every rate whose fraction has a
-    denominator up to 23,170 (every rate of at most four decimals); another rate
-    counts as the nearest such fraction. With ``rate = p/q`` and ``alive = a * 2q + b``:
-    ``k = 2pa + floor((2pb + q) / 2q)``.
+    denominator up to 23,170 (every rate of at most four decimals), with
+    ``rate = p/q`` and ``alive = a * 2q + b``: ``k = 2pa + floor((2pb + q) / 2q)``.
+    Another rate (the one-shot rates ``1 - (1 - r)^L``, say) is counted in
+    float32 arithmetic, which can be one weight off at an exact half.
     """
-    frac = fractions.Fraction(repr(float(rate))).limit_denominator(_MAX_DENOMINATOR)
-    p, q = frac.numerator, frac.denominator
+    frac = fractions.Fraction(repr(float(rate)))  # the decimal written: 0.65 is 13/20
     alive = jnp.asarray(alive, jnp.int32)
+    if frac.denominator > _MAX_DENOMINATOR:  # more decimals (one-shot rates): float32
+        return jnp.floor(jnp.float32(rate) * alive.astype(jnp.float32) + 0.5).astype(jnp.int32)
+    p, q = frac.numerator, frac.denominator
     a, b = alive // (2 * q), alive % (2 * q)
     return 2 * p * a + (2 * p * b + q) // (2 * q)
 

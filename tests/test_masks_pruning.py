@@ -377,3 +377,8 @@ def test_the_count_is_exact_beyond_float32_integers():
     assert int(_num_to_remove(0.5, jnp.int32(20_000_001))) == 10_000_001
     assert int(_num_to_remove(0.2, jnp.int32(2**31 - 1))) == 429_496_729
     assert int(_num_to_remove(0.9999, jnp.int32(2**31 - 1))) == 2_147_268_899
+    # A rate of more decimals (a one-shot rate, say) is counted in float32, not snapped to
+    # a nearby fraction: near 0 and 1 that would remove nothing, or every weight.
+    assert int(_num_to_remove(1e-5, jnp.int32(1_000_000))) == 10
+    assert int(_num_to_remove(0.99998, jnp.int32(235_200))) == 235_195
+    assert int(_num_to_remove(1 - 0.8**2.5, jnp.int32(1000))) == 428  # floor(427.6 + 0.5)
