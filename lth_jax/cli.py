@@ -253,7 +253,11 @@ def _run(argv) -> int:
     k = kinds.get(config.get("kind", "lottery"))
     if print_config:  # the config a run would write as config.json; a bad one is exit 2
         k.validate(config)
-        print(json.dumps(config_to_json(config), indent=2, sort_keys=True), flush=True)
+        try:
+            print(json.dumps(config_to_json(config), indent=2, sort_keys=True), flush=True)
+        except BrokenPipeError:  # the reader went away (lth-jax run --print-config | head)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+            return 141  # what a shell reports for a command killed by SIGPIPE
         return 0
     parallel.configure_host_devices()
     k.validate(config)
@@ -397,9 +401,6 @@ def main(argv=None) -> int:
         msg = one_line(str(e)) or "interrupted"
         print(f"lth-jax: {msg}", file=sys.stderr, flush=True)
         return code
-    except BrokenPipeError:  # the reader went away (lth-jax run --print-config | head)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-        return 141  # what a shell reports for a command killed by SIGPIPE
 
 
 if __name__ == "__main__":

@@ -246,7 +246,7 @@ def _run(config, workdir, overwrite, progress, alphas, is_main):
     cache_path = os.path.join(workdir, INSTABILITY)
     # The IMP run checks everything and, with overwrite, discards its own files first;
     # the barriers of the discarded run go after it.
-    records = lottery.run(config, workdir, overwrite=overwrite, progress=progress)
+    records = lottery.run(config, workdir, overwrite=overwrite, progress=progress, announce=False)
     if overwrite and is_main and os.path.exists(cache_path):
         os.remove(cache_path)
 

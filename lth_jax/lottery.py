@@ -65,6 +65,7 @@ from lth_jax import arms as arms_lib
 from lth_jax import checkpoint as ckpt_lib
 from lth_jax import checks, config_checks, data, events, gmp, models, parallel, pruning, rng, timing
 from lth_jax import config as config_lib
+from lth_jax import diverged as diverged_lib
 from lth_jax import masks as masks_lib
 from lth_jax import workdir as wd
 from lth_jax.curves import curve_fields
@@ -312,7 +313,14 @@ class Experiment:
 # ----------------------------------------------------------------------------- the runner
 
 
-def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None = None) -> list:
+def run(
+    config,
+    workdir: str,
+    *,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    announce: bool = True,
+) -> list[dict]:
     """Runs (or resumes) a lottery experiment in ``workdir``; returns all records.
 
     Every config value is checked before any work starts (then the data, the
@@ -328,6 +336,8 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
       workdir: where ``config.json``, ``metrics.jsonl`` and ``checkpoints/`` go.
       overwrite: discard a previous run in ``workdir`` instead of resuming it.
       progress: show progress bars (default: ``config.progress``).
+      announce: say on stderr where a rerun resumes, or that every round is
+        done (off for the IMP runs inside instability and transfer runs).
 
     Raises:
       ConfigError: (a ``ValueError``) a bad config value, an unusable workdir,
@@ -351,14 +361,14 @@ def run(config, workdir: str, *, overwrite: bool = False, progress: bool | None 
             wd.write_json_atomic(os.path.join(workdir, wd.CONFIG), wd.config_to_json(config))
         with wd.SignalGuard(enabled=jax.process_count() == 1) as guard:
             try:
-                return _run_rounds(exp, workdir, guard, started)
+                return _run_rounds(exp, workdir, guard, started, announce)
             except Exception as e:
                 if wd.is_disk_full(e) and not isinstance(e, wd.RunFailed):
                     raise wd.disk_full(f"a checkpoint in {workdir}") from None
                 raise
 
 
-def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard, started) -> list[dict]:
+def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard, started, announce) -> list:
     config = exp.config
     is_main = parallel.is_main()
     metrics_path = os.path.join(workdir, wd.METRICS)
@@ -383,7 +393,7 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard, started) -
             )
         partial = ck.restore_partial(done + 1)
         last = config.imp.rounds
-        wd.note_resume(done, last, partial is not None, is_main)
+        wd.note_resume(done, last, partial is not None, is_main and announce)
         for r in range(done + 1, last + 1):
             timer = timing.RoundTimer(started if r == done + 1 else None).start()
             resume = partial if r == done + 1 else None
@@ -404,9 +414,9 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard, started) -
             if r == 0:
                 state, recs = exp.dense_round(resume=resume, on_chunk=saver)
             else:
-                state = _drop_diverged(exp, state, records)
+                state = diverged_lib.drop_diverged(exp, state, records)
                 state, recs = exp.prune_round(state, r, resume=resume, on_chunk=saver)
-                recs = _with_skipped(exp, r, recs, records)
+                recs = diverged_lib.with_skipped(exp, r, recs, records)
             old = [x for x in before if x.get("round") == r]
             if old and json.dumps(old, sort_keys=True) != json.dumps(recs, sort_keys=True):
                 wd.note(
@@ -421,7 +431,7 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard, started) -
                 wd.write_metrics(metrics_path, records, before)
                 wd.append_jsonl(os.path.join(workdir, wd.TIMING), timer.record(r))
             if r == 0:
-                _diverged(records)  # raises when every trial diverged: nothing to prune
+                diverged_lib.diverged(records)  # raises when every trial diverged: nothing to prune
             if guard.signum is not None and r < last:
                 raise wd.Interrupted(guard.signum, f"after round {r}")
         failed = [x for x in records if x.get("status") == "nan"]
@@ -436,64 +446,3 @@ def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard, started) -
         live.close()
         ck.close()
     return records
-
-
-# ----------------------------------------------------------------------------- diverged trials
-
-
-def _diverged(records) -> dict[int, int]:
-    """``{trial: fail_step}`` of the trials whose dense network (round 0) diverged.
-
-    Raises:
-      RunFailed: every trial diverged (there is nothing meaningful to prune).
-    """
-    dense = [r for r in records if r["round"] == 0]
-    out = {int(r["trial"]): r.get("fail_step") for r in dense if r.get("status", "ok") != "ok"}
-    if dense and len(out) == len(dense):
-        steps = sorted({s for s in out.values() if s is not None})
-        raise wd.RunFailed(
-            f"the dense network diverged in every trial (non-finite training loss, from step "
-            f"{steps[0] if steps else '?'}): there is nothing to prune; lower "
-            "optimizer.learning_rate (or check the data) and run again with --overwrite"
-        )
-    return out
-
-
-def _drop_diverged(exp: Experiment, state, records):
-    """Leaves the trials whose dense network diverged out of later rounds (state and keys).
-
-    The other trials keep their own keys (derived from their trial number), so
-    their results are what they would be without the diverged ones.
-    """
-    diverged = _diverged(records)
-    alive = [int(t) for t in exp.trials if int(t) not in diverged]
-    if len(alive) == len(exp.trials):
-        return state
-    held = jax.tree.leaves(state["ticket"]["mask"])[0].shape[0]
-    if held == len(exp.trials):  # the state of round 0 holds every trial
-        idx = jnp.asarray([i for i, t in enumerate(exp.trials) if int(t) in alive])
-        state = {k: jax.tree.map(lambda a: a[idx], v) for k, v in state.items()}
-    exp.trials = np.asarray(alive)
-    return state
-
-
-def _with_skipped(exp: Experiment, round_: int, recs, records):
-    """``recs`` plus a record saying why for every arm of every trial left out."""
-    diverged = _diverged(records)
-    skipped = [
-        {
-            "round": round_,
-            "arm": arm,
-            "trial": t,
-            "status": "skipped",
-            "reason": f"the dense network of this trial diverged at step {step}; it is not pruned",
-            "density": None,
-            "final_test_accuracy": None,
-        }
-        for arm in exp.config.arms
-        for t, step in sorted(diverged.items())
-    ]
-    if not skipped:
-        return recs
-    order = {a: i for i, a in enumerate(exp.config.arms)}
-    return sorted(recs + skipped, key=lambda r: (order[r["arm"]], r["trial"]))

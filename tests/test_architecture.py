@@ -154,7 +154,7 @@ LAYERS = [
             "lth_jax.sweep.launch",
         ],
     ),
-    ("runners", ["lth_jax.lottery", "lth_jax.instability", "lth_jax.transfer"]),
+    ("runners", ["lth_jax.lottery", "lth_jax.diverged", "lth_jax.instability", "lth_jax.transfer"]),
     ("configs", ["lth_jax.config", "lth_jax.config_checks", "lth_jax.transfer.config"]),
     ("arms", ["lth_jax.arms"]),
     ("engine and reports", ["lth_jax.train", "lth_jax.loop", "lth_jax.optim", "lth_jax.curves"]),

@@ -105,7 +105,8 @@ def test_a_checkpoint_without_its_digest_is_not_trusted(run, finished, tmp_path)
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_array_data_gives_one_line_per_checkpoint(run, finished, tmp_path, damage):
-    """Rounds 1 and 2 have damaged array data: one warning line each on stderr, nothing else."""
+    """Rounds 1 and 2 have damaged array data: one warning line each on stderr, then where the
+    run resumes, nothing else."""
     wd = _copy(finished, tmp_path)
     for r in (1, 2):
         files = [p for p in (wd / "checkpoints" / str(r) / "state").rglob("*") if p.is_file()]
@@ -123,7 +124,8 @@ def test_damaged_array_data_gives_one_line_per_checkpoint(run, finished, tmp_pat
     assert (wd / "metrics.jsonl").read_bytes() == finished[1]
     assert "Traceback" not in err, err
     lines = [x for x in err.splitlines() if not x.startswith("lth-jax: round ")]  # not progress
-    assert len(lines) == 2, err
+    assert len(lines) == 3, err
+    assert lines[2] == "lth-jax: resuming after round 0 (round 0 is done)", err
     for line, r in zip(lines, (2, 1)):
         assert line.startswith(f"warning: checkpoint of round {r} cannot be read ("), err
         assert line.endswith("falling back to the previous round"), err

@@ -945,8 +945,16 @@ def test_a_report_of_an_unfinished_run_says_so(tmp_path, capsys):
     cfg["imp"]["rounds"] = 20
     (d / "config.json").write_text(json.dumps(cfg))
     assert report.main_report([str(d)], out_dir=str(tmp_path / "out")) == 0
-    line = "unfinished run (rounds 0-16 of 0-20 done); run its lth-jax run command again"
+    line = "unfinished run (rounds 0-16 of 0-20 done); unless it is still running, run its"
     assert line in capsys.readouterr().out
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "**Unfinished run**: rounds 0-16 of 0-20 done; run its lth-jax run command" in md
+    assert "**Unfinished run**: rounds 0-16 of 0-20 done; unless it is still running" in md
     assert files.unfinished({"kind": "transfer"}, []) is None
+    other = tmp_path / "run_seed1"  # pooled with another seed: each unfinished one is named
+    shutil.copytree(d, other)
+    cfg["seed"] = cfg["seed"] + 1
+    (other / "config.json").write_text(json.dumps(cfg))
+    assert report.main_report([str(d), str(other)], pooled=True, out_dir=str(tmp_path / "p")) == 0
+    out = capsys.readouterr().out
+    assert f"lth-jax: {d} is an unfinished run" in out
+    assert f"lth-jax: {other} is an unfinished run" in out

@@ -265,6 +265,7 @@ def test_a_trial_whose_dense_run_diverged_is_not_pruned(tmp_path):
     import numpy as np
 
     from lth_jax import config as config_lib
+    from lth_jax import diverged as diverged_lib
     from lth_jax import lottery
 
     c = config_lib.default_config()
@@ -274,14 +275,14 @@ def test_a_trial_whose_dense_run_diverged_is_not_pruned(tmp_path):
     exp = lottery.Experiment(c)
     state, recs = exp.dense_round()
     recs[1] = {**recs[1], "status": "nan", "fail_step": 7}  # trial 1 diverged
-    kept = lottery._drop_diverged(exp, state, recs)
+    kept = diverged_lib.drop_diverged(exp, state, recs)
     assert list(exp.trials) == [0, 2]
     np.testing.assert_array_equal(
         kept["ticket"]["params"]["head"]["kernel"],
         np.asarray(state["ticket"]["params"]["head"]["kernel"])[[0, 2]],
     )
     _, round1 = exp.prune_round(kept, 1)
-    out = lottery._with_skipped(exp, 1, round1, recs)
+    out = diverged_lib.with_skipped(exp, 1, round1, recs)
     assert [(r["arm"], r["trial"]) for r in out] == [(a, t) for a in c.arms for t in (0, 1, 2)]
     skipped = [r for r in out if r["trial"] == 1]
     assert all(r["status"] == "skipped" and "step 7" in r["reason"] for r in skipped)
@@ -292,7 +293,7 @@ def test_a_trial_whose_dense_run_diverged_is_not_pruned(tmp_path):
     assert [r for r in r1 if r["trial"] != 1] == [r for r in out if r["trial"] != 1]
     # Every trial diverged: nothing to prune.
     with pytest.raises(wd.RunFailed, match="every trial"):
-        lottery._diverged([{**r, "status": "nan", "fail_step": 3} for r in recs])
+        diverged_lib.diverged([{**r, "status": "nan", "fail_step": 3} for r in recs])
 
 
 def test_a_rerun_says_what_it_found(env, finished, tmp_path):

@@ -152,12 +152,12 @@ def main_report(
     else:
         text = write_report(paths, out_dir=out_dir, title=title, band=band)
         out = os.fspath(out_dir) if out_dir is not None else paths[0]
-        for p in paths:  # a report of a run still under way, or stopped, says so first
-            if workdir_kind(p) == "transfer":
-                continue
-            why = unfinished(read_config(p)[0], load_records(p))
-            if why:
-                print(f"lth-jax: {p} is an unfinished run ({why}); {RESUME}")
+    for p in paths:  # a report of a run still under way, or stopped, says so first
+        if workdir_kind(p) == "transfer":
+            continue
+        why = unfinished(read_config(p)[0], load_records(p))
+        if why:
+            print(f"lth-jax: {p} is an unfinished run ({why}); {RESUME}")
     print(text)
     written = [os.path.join(out, name) for name in (REPORT_MD, REPORT_PNG, SUMMARY_JSON)]
     print(f"\nwrote {', '.join(written[:2])} and {written[2]}")

@@ -105,7 +105,7 @@ def read_config(workdir: str) -> tuple[dict | None, str | None]:
 
 
 #: How an unfinished run is finished (what the report says about one).
-RESUME = "run its lth-jax run command again to finish it"
+RESUME = "unless it is still running, run its lth-jax run command again to finish it"
 
 
 def unfinished(cfg: Mapping | None, records: Sequence[Mapping]) -> str | None:

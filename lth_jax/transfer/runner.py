@@ -366,7 +366,7 @@ class _SizeRunner:
             tcfg.train.batch_size = self.batch_size
             d = os.path.join(self.workdir, TARGET_IMP_DIR, f"size{self.i}_trial{trial}")
             self._stop()
-            recs = lottery.run(tcfg, d, progress=self.progress)
+            recs = lottery.run(tcfg, d, progress=self.progress, announce=False)
             rec = next(r for r in recs if r["round"] == rounds and r["arm"] == "ticket")
             keep = {
                 k: v for k, v in rec.items() if k not in ("round", "arm", "trial", "layer_density")

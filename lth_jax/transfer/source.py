@@ -130,7 +130,9 @@ def load_source(config, workdir, overwrite, progress, pretrained=None) -> Source
     if pretrained is not None:
         return pretrained
     directory = os.path.join(workdir, SOURCE_DIR)
-    lottery.run(source_config(config), directory, overwrite=overwrite, progress=progress)
+    lottery.run(
+        source_config(config), directory, overwrite=overwrite, progress=progress, announce=False
+    )
     tc = config.transfer
     return Source(
         directory, int(tc.pretrained_round), _ticket_round(config), int(config.num_trials)

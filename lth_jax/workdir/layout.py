@@ -367,4 +367,5 @@ def note_resume(done: int, last: int, mid_round: bool, is_main: bool = True) -> 
     if done >= last:
         note(f"all rounds (0-{last}) are done already; writing the report", is_main)
     elif done >= 0 and not mid_round:
-        note(f"resuming after round {done} (rounds 0-{done} are done)", is_main)
+        have = "round 0 is" if done == 0 else f"rounds 0-{done} are"
+        note(f"resuming after round {done} ({have} done)", is_main)
