@@ -189,9 +189,9 @@ def reinitialized(inputs: ArmInputs):
     return params, batch_stats, inputs.mask
 
 
-_random_masks = jax.jit(jax.vmap(pruning.random_mask_like))
-_random_masks_within = jax.jit(
-    jax.vmap(lambda key, mask, within: pruning.random_mask_like(key, mask, within=within))
+#: ``random_mask_like`` of every trial; ``within`` (optional) limits each trial's draw.
+_random_masks = jax.jit(
+    jax.vmap(lambda key, mask, within=None: pruning.random_mask_like(key, mask, within=within))
 )
 
 
@@ -205,11 +205,8 @@ def random_mask(inputs: ArmInputs):
     that network), so no alive weight starts at a pruned weight's 0.
     """
     params, batch_stats = inputs.source()
-    key = inputs.key("random_mask")
-    if inputs.rewind == "weights":
-        return params, batch_stats, _random_masks(key, inputs.mask)
-    within = inputs.prev["ticket"]["mask"]
-    return params, batch_stats, _random_masks_within(key, inputs.mask, within)
+    within = None if inputs.rewind == "weights" else inputs.prev["ticket"]["mask"]
+    return params, batch_stats, _random_masks(inputs.key("random_mask"), inputs.mask, within)
 
 
 _top_like = jax.jit(jax.vmap(pruning.top_scores_like))

@@ -54,14 +54,18 @@ def _is_block(value) -> bool:
     return value is checks.MISSING or hasattr(value, "keys")
 
 
+def _override_key(arg: str) -> str:
+    """The dotted key of an override argument (``--config.train.steps=10``: ``train.steps``)."""
+    return arg.split("=", 1)[0].split(".", 1)[1]
+
+
 def check_override_keys(config, argv: list[str]) -> None:
     """Every ``--config.KEY`` names a key of ``config`` (``--noconfig.KEY`` a boolean one)."""
     for arg in argv:
         m = _OVERRIDE.match(arg)
         if not m:
             continue
-        flag = arg.split("=", 1)[0]
-        key = flag.split(".", 1)[1]
+        flag, key = arg.split("=", 1)[0], _override_key(arg)
         if not key:
             raise UsageError(f"{flag}: the key is empty")
         if checks.get(config, key) is checks.MISSING:
@@ -158,7 +162,7 @@ def drop_other_model_kwargs(config, before: str, argv: list[str]) -> list[str]:
     name = checks.get(config, "model.name")
     if name == before or not isinstance(name, str) or name not in models.names():
         return []
-    given = {a.split("=", 1)[0].split(".", 1)[1] for a in argv if _OVERRIDE.match(a)}
+    given = {_override_key(a) for a in argv if _OVERRIDE.match(a)}
     takes = set(models.kwargs_for(name))
     dropped = []
     for key, value in config.model.kwargs.items():

@@ -368,7 +368,9 @@ def run(
                 raise
 
 
-def _run_rounds(exp: Experiment, workdir: str, guard: wd.SignalGuard, started, announce) -> list:
+def _run_rounds(
+    exp: Experiment, workdir: str, guard: wd.SignalGuard, started, announce: bool
+) -> list[dict]:
     config = exp.config
     is_main = parallel.is_main()
     metrics_path = os.path.join(workdir, wd.METRICS)

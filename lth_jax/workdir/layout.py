@@ -272,15 +272,14 @@ def check_config_drift(
                 f"put its {CONFIG} back, or use --overwrite to discard them",
             )
         return
-    if upgrade is not None:
-        saved = upgrade(saved)
-    diff = differing_keys(saved, new, defaults=defaults, harmless=harmless, growable=growable)
+    diff = _differences(
+        saved, new, defaults=defaults, harmless=harmless, growable=growable, upgrade=upgrade
+    )
     if diff:
-        old, cur = checks.flatten(saved), checks.flatten(new)
         raise DriftError(
-            f"workdir {workdir} holds a run with a different config: " + _show_diff(diff, old, cur),
+            f"workdir {workdir} holds a run with a different config: {_show_diff(diff)}",
             "use another --workdir, or --overwrite to discard it",
-            [(k, old.get(k, checks.MISSING), cur.get(k, checks.MISSING)) for k in diff],
+            diff,
         )
 
 
@@ -300,16 +299,26 @@ def config_diff(
     ``harmless`` keys and blocks are skipped, ``growable`` keys may grow. At
     most five keys are shown, then how many more.
     """
+    return _show_diff(
+        _differences(
+            saved, new, defaults=defaults, harmless=harmless, growable=growable, upgrade=upgrade
+        )
+    )
+
+
+def _differences(saved, new, *, defaults, harmless, growable, upgrade) -> list[tuple]:
+    """``[(key, saved value, new value), ...]`` by :func:`config_diff`'s rules
+    (:data:`~lth_jax.checks.MISSING` for a key one side lacks)."""
     if upgrade is not None:
         saved = upgrade(saved)
     diff = differing_keys(saved, new, defaults=defaults, harmless=harmless, growable=growable)
-    return _show_diff(diff, checks.flatten(saved), checks.flatten(new))
+    old, cur = checks.flatten(saved), checks.flatten(new)
+    return [(k, old.get(k, checks.MISSING), cur.get(k, checks.MISSING)) for k in diff]
 
 
-def _show_diff(diff: Sequence[str], old: Mapping, new: Mapping) -> str:
-    """``"key (old -> new), ..."`` for the keys ``diff`` of two flattened configs (five at most)."""
-    show = lambda d, k: repr(d[k]) if k in d else "<missing>"
-    shown = ", ".join(f"{k} ({show(old, k)} -> {show(new, k)})" for k in diff[:5])
+def _show_diff(diff: Sequence[tuple]) -> str:
+    """``"key (old -> new), ..."`` for :func:`_differences`' triples (five at most)."""
+    shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in diff[:5])
     return shown + (f" and {len(diff) - 5} more" if len(diff) > 5 else "")
 
 
