@@ -64,6 +64,7 @@ from lth_jax.config_checks import (
     check_model_kwargs,
     check_pai,
     check_rewind,
+    fused_adam_problem,
     is_seq,
 )
 from lth_jax.curves import EARLY_STOP_METRICS
@@ -269,6 +270,10 @@ def validate(c) -> None:
     check(checks.boolean, "optimizer.max_norm_head")
     for key in ("l2", "weight_decay", "l1", "max_norm"):
         check(checks.number, f"optimizer.{key}", 0, inf)
+    if check(checks.boolean, "optimizer.fused_adam_cpu"):
+        problem = fused_adam_problem(c.optimizer)
+        if problem is not None:
+            raise ConfigError(f"optimizer.fused_adam_cpu=true cannot be used: {problem}")
 
     rounds = check(checks.integer, "imp.rounds", 0)
     rate = check(checks.number, "imp.prune_rate", 0, 1)

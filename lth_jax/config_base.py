@@ -85,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.l1 = 0.0  # proximal L1 (exact zeros), last in the chain
     c.optimizer.max_norm = 0.0  # max-norm of each unit's incoming weights; 0 = off
     c.optimizer.max_norm_head = True  # max-norm on the output layer too (False: hidden units only)
+    c.optimizer.fused_adam_cpu = False  # Adam's step as one C++ kernel (CPU; fused_adam.py)
 
     c.imp = ml_collections.ConfigDict()
     c.imp.rounds = 5

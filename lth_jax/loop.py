@@ -24,8 +24,8 @@ import optax
 from tqdm.auto import tqdm
 
 from lth_jax import checkpoint as ckpt_lib
+from lth_jax import fused_adam, timing
 from lth_jax import gmp as gmp_lib
-from lth_jax import timing
 from lth_jax.curves import Curves
 from lth_jax.data import pipeline
 from lth_jax.models import cpu_conv
@@ -70,9 +70,11 @@ def train_step(engine, run, s, lr, train):
 
     A step whose loss is not finite changes nothing (params, batch statistics
     and optimizer state keep their values) and records ``s`` in
-    ``run.fail_step`` (the first such step). The three parts carry the named
-    scopes ``batch``, ``forward_backward`` and ``update`` in the compiled
-    program's metadata, which the benchmark's breakdown of the loop reads.
+    ``run.fail_step`` (the first such step). With ``optimizer.fused_adam_cpu``
+    the update is one kernel (:mod:`lth_jax.fused_adam`), the guard inside
+    it. The three parts carry the named scopes ``batch``,
+    ``forward_backward`` and ``update`` in the compiled program's metadata,
+    which the benchmark's breakdown of the loop reads.
     """
     train_x, train_y = train
     spe = engine.steps_per_epoch
@@ -99,17 +101,21 @@ def train_step(engine, run, s, lr, train):
     with jax.named_scope("forward_backward"), cpu_conv.canonical_backward():
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(run.params)
     with jax.named_scope("update"):
-        opt_state = set_learning_rate(run.opt_state, lr)
-        updates, opt_state = engine.tx.update(grads, opt_state, run.params)
-        new_params = optax.apply_updates(run.params, updates)
         alive = run.fail_step < 0
         finite = jnp.isfinite(loss)
         ok = alive & finite
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        if engine.fused_adam:  # one kernel, the guard inside it (lth_jax.fused_adam)
+            params, opt_state = fused_adam.update(grads, run.opt_state, run.params, lr, ok)
+        else:
+            opt_state = set_learning_rate(run.opt_state, lr)
+            updates, opt_state = engine.tx.update(grads, opt_state, run.params)
+            new_params = optax.apply_updates(run.params, updates)
+            params, opt_state = keep(new_params, run.params), keep(opt_state, run.opt_state)
         run = run._replace(
-            params=keep(new_params, run.params),
+            params=params,
             batch_stats=keep(batch_stats, run.batch_stats),
-            opt_state=keep(opt_state, run.opt_state),
+            opt_state=opt_state,
             perm=perm,
             fail_step=jnp.where(alive & ~finite, s, run.fail_step),
         )

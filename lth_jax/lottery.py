@@ -63,7 +63,19 @@ import numpy as np
 
 from lth_jax import arms as arms_lib
 from lth_jax import checkpoint as ckpt_lib
-from lth_jax import checks, config_checks, data, events, gmp, models, parallel, pruning, rng, timing
+from lth_jax import (
+    checks,
+    config_checks,
+    data,
+    events,
+    fused_adam,
+    gmp,
+    models,
+    parallel,
+    pruning,
+    rng,
+    timing,
+)
 from lth_jax import config as config_lib
 from lth_jax import diverged as diverged_lib
 from lth_jax import masks as masks_lib
@@ -123,6 +135,11 @@ class Experiment:
             self.mesh = parallel.make_mesh(c.num_devices)
         except ValueError as e:
             raise config_lib.ConfigError(str(e)) from None
+        if c.optimizer.fused_adam_cpu:  # its errors first: the model check would take them
+            try:
+                fused_adam.prepare(c.optimizer, None, self.mesh.devices.flat[0].platform)
+            except (ValueError, fused_adam.KernelBuildError) as e:
+                raise config_lib.ConfigError(str(e), getattr(e, "detail", "")) from None
         try:  # the model is built on the data and one chunk of training is traced
             self.engine = Engine(
                 model=self.model,

@@ -60,8 +60,8 @@ import optax
 from jax.sharding import PartitionSpec
 
 from lth_jax import checkpoint as ckpt_lib
+from lth_jax import fused_adam, loop, parallel
 from lth_jax import gmp as gmp_lib
-from lth_jax import loop, parallel
 from lth_jax import masks as masks_lib
 from lth_jax.curves import Curves
 from lth_jax.data import pipeline
@@ -165,6 +165,10 @@ class Engine:
             )
         self.steps_per_epoch = self.n_train // self.batch_size
         self.schedule = make_schedule(self.optimizer, self.steps)
+        dev = self.mesh.devices.flat[0] if self.mesh is not None else jax.devices()[0]
+        self.fused_adam = bool(self.optimizer.get("fused_adam_cpu", False))
+        if self.fused_adam:  # the config's Adam as one CPU kernel (lth_jax.fused_adam)
+            fused_adam.prepare(self.optimizer, self.tx, dev.platform)
         if self.tx is None:
             self.tx = make_optimizer(self.optimizer)
         replicated = parallel.sharding(self.mesh, replicate=True)
@@ -192,7 +196,6 @@ class Engine:
         # optimizer moments in place instead of copying them every step (7% of a
         # LeNet-300-100 step on one core, 14% with a run per core: less memory
         # traffic); the arithmetic, so every bit, is unchanged.
-        dev = self.mesh.devices.flat[0] if self.mesh is not None else jax.devices()[0]
         opts = (
             {"xla_cpu_copy_insertion_use_region_analysis": True} if dev.platform == "cpu" else None
         )

