@@ -54,7 +54,7 @@ import os
 
 import ml_collections
 
-from lth_jax import arms, checks, data, events, models, rng
+from lth_jax import arms, checks, data, events, fused_adam, models, rng
 from lth_jax import workdir as wd
 from lth_jax.checks import ConfigError
 from lth_jax.config_base import MODEL_KWARGS, base_config, upgrade_json
@@ -64,7 +64,6 @@ from lth_jax.config_checks import (
     check_model_kwargs,
     check_pai,
     check_rewind,
-    fused_adam_problem,
     is_seq,
 )
 from lth_jax.curves import EARLY_STOP_METRICS
@@ -271,7 +270,7 @@ def validate(c) -> None:
     for key in ("l2", "weight_decay", "l1", "max_norm"):
         check(checks.number, f"optimizer.{key}", 0, inf)
     if check(checks.boolean, "optimizer.fused_adam_cpu"):
-        problem = fused_adam_problem(c.optimizer)
+        problem = fused_adam.problem(c.optimizer)
         if problem is not None:
             raise ConfigError(f"optimizer.fused_adam_cpu=true cannot be used: {problem}")
 

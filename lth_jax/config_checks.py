@@ -4,8 +4,7 @@
 (a block of model attributes, each ``None`` or a value of its declared type)
 and the rules tying ``imp.rewind`` to ``arms``, ``imp.finetune_lr`` and the
 schedule (:func:`check_rewind`), and the ``gmp`` block (:func:`check_gmp`)
-and the ``pai`` block (:func:`check_pai`), and where ``optimizer.fused_adam_cpu``
-applies (:func:`fused_adam_problem`); :func:`lth_jax.config.validate`
+and the ``pai`` block (:func:`check_pai`); :func:`lth_jax.config.validate`
 calls them (:func:`check_pai_data` is the runner's, once the data is loaded).
 """
 
@@ -28,7 +27,6 @@ __all__ = [
     "check_gmp",
     "check_pai",
     "check_pai_data",
-    "fused_adam_problem",
 ]
 
 #: Fine-tuning at the schedule's last learning rate (``imp.finetune_lr`` unset)
@@ -216,24 +214,3 @@ def check_pai_data(c, n_train: int) -> None:
             f"pai.batch_size must be <= the training set size ({n_train} examples of "
             f"{c.dataset.name}), got {c.pai.batch_size}"
         )
-
-
-def fused_adam_problem(opt) -> str | None:
-    """Why ``optimizer.fused_adam_cpu`` cannot run the ``optimizer`` block ``opt``, or ``None``.
-
-    The kernel (:mod:`lth_jax.fused_adam`) is plain Adam: ``name`` ``adam`` or
-    ``adamw`` and no ``l2``, ``weight_decay``, ``l1`` or ``max_norm``.
-
-    Example:
-      >>> import ml_collections
-      >>> opt = ml_collections.ConfigDict(dict(name="adam", l2=0.0, weight_decay=1e-4))
-      >>> fused_adam_problem(opt)
-      'it runs plain Adam, and optimizer.weight_decay=0.0001 adds to it: set it to 0'
-    """
-    if opt.get("name") not in ("adam", "adamw"):
-        return f"it runs Adam, and optimizer.name is {opt.get('name')!r}"
-    for key in ("l2", "weight_decay", "l1", "max_norm"):
-        if opt.get(key, 0.0):
-            value = f"optimizer.{key}={opt.get(key):g}"
-            return f"it runs plain Adam, and {value} adds to it: set it to 0"
-    return None

@@ -36,7 +36,7 @@ a run is never resumed with the other update (:mod:`lth_jax.workdir`).
 **Where it applies.** ``optimizer.name`` ``adam`` (or ``adamw``) with no
 ``l2``, ``weight_decay``, ``l1`` or ``max_norm``, in lottery and instability
 runs, on the CPU backend, with float32 params; anything else is refused before
-training (:func:`lth_jax.config_checks.check_fused_adam`, :func:`check`).
+training (:func:`problem`, :func:`check`).
 
 **The build.** The kernel's source, ``fused_adam.cc``, ships with the package
 and is compiled once per machine by the C++ compiler ``$CXX`` (default
@@ -67,6 +67,7 @@ __all__ = [
     "build",
     "load",
     "prepare",
+    "problem",
     "check",
     "update",
     "cache_dir",
@@ -189,6 +190,27 @@ def load() -> None:
     _loaded[TARGET] = lib
 
 
+def problem(opt) -> str | None:
+    """Why ``optimizer.fused_adam_cpu`` cannot run the ``optimizer`` block ``opt``, or ``None``.
+
+    The kernel is plain Adam: ``name`` ``adam`` or ``adamw`` and no ``l2``,
+    ``weight_decay``, ``l1`` or ``max_norm``.
+
+    Example:
+      >>> import ml_collections
+      >>> opt = ml_collections.ConfigDict(dict(name="adam", l2=0.0, weight_decay=1e-4))
+      >>> problem(opt)
+      'it runs plain Adam, and optimizer.weight_decay=0.0001 adds to it: set it to 0'
+    """
+    if opt.get("name") not in ("adam", "adamw"):
+        return f"it runs Adam, and optimizer.name is {opt.get('name')!r}"
+    for key in ("l2", "weight_decay", "l1", "max_norm"):
+        if opt.get(key, 0.0):
+            value = f"optimizer.{key}={opt.get(key):g}"
+            return f"it runs plain Adam, and {value} adds to it: set it to 0"
+    return None
+
+
 def prepare(optimizer, tx=None, platform_name: str | None = None) -> None:
     """:func:`check`, then :func:`load`: what an engine with the kernel does first.
 
@@ -202,17 +224,15 @@ def check(optimizer, tx, platform_name: str) -> None:
     """Raises ``ValueError`` unless the kernel can run this engine's update.
 
     It needs the config's own optimizer (no ``tx`` given), the chain to be plain
-    Adam (:func:`lth_jax.config_checks.fused_adam_problem`) and the CPU backend.
+    Adam (:func:`problem`) and the CPU backend.
     """
-    from lth_jax.config_checks import fused_adam_problem
-
-    problem = fused_adam_problem(optimizer)
-    if problem is None and tx is not None:
-        problem = "it runs the config's own optimizer, and this engine was given another (tx)"
-    if problem is None and platform_name != "cpu":
-        problem = f"it is a CPU kernel, and this run's backend is {platform_name}"
-    if problem is not None:
-        raise ValueError(f"optimizer.fused_adam_cpu=true cannot be used: {problem}")
+    why = problem(optimizer)
+    if why is None and tx is not None:
+        why = "it runs the config's own optimizer, and this engine was given another (tx)"
+    if why is None and platform_name != "cpu":
+        why = f"it is a CPU kernel, and this run's backend is {platform_name}"
+    if why is not None:
+        raise ValueError(f"optimizer.fused_adam_cpu=true cannot be used: {why}")
 
 
 def _adam_state(opt_state):

@@ -19,6 +19,7 @@ MODULES = [
     "lth_jax.gmp",
     "lth_jax.rng",
     "lth_jax.optim",
+    "lth_jax.fused_adam",
     "lth_jax.config",
     "lth_jax.config_base",
     "lth_jax.curves",
