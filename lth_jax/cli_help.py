@@ -85,6 +85,7 @@ KEY_MEANINGS: dict[str, str] = {
     "optimizer.l1": "proximal L1 (exact zeros), last in the chain; 0: off",
     "optimizer.max_norm": "max-norm of each unit's incoming weights; 0: off",
     "optimizer.max_norm_head": "max-norm on the output layer too (false: hidden units only)",
+    "optimizer.fused_adam_cpu": "Adam's step as one C++ kernel on CPUs (opt-in; not bit-identical)",
     "imp.rounds": "pruning rounds after the dense round 0",
     "imp.prune_rate": "fraction of the alive prunable weights removed each round",
     "imp.scope": "layerwise (rank within each layer) | global (all together)",

@@ -3,8 +3,8 @@
 // XLA's FFI and documents its arithmetic).
 //
 // Built with -ffp-contract=off, and without -ffast-math: every operation is
-// one IEEE float32 operation (no fused multiply-adds), so the results are the
-// same on every CPU whatever the vector width.
+// one IEEE float32 operation (no fused multiply-adds), so the results do not
+// depend on the vector instructions the compiler picks.
 #include <cmath>
 #include <cstdint>
 #include <cstring>

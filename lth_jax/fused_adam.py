@@ -5,9 +5,8 @@ On a CPU, XLA compiles the engine's masked Adam step (:func:`lth_jax.optim.make_
 loops over every weight array: the first moment, the second, then the weights
 (which compute both moments again). A C++ kernel, called through XLA's FFI,
 does the whole step in one loop, in place: each weight's value, moments,
-gradient and mask are read once and written once. With 8 trials of
-LeNet-300-100 on 2 cores it makes the compiled loop about 20% faster
-(``experiments/benchmark.py`` measures it).
+gradient and mask are read once and written once (the README's performance
+table measures what that gains: ``experiments/benchmark.py``).
 
 **What it computes.** For a weight ``p`` with mask ``c``, moments ``m, v``,
 gradient ``g``, learning rate ``lr`` and step count ``t`` (after this step),
@@ -26,12 +25,13 @@ the two bias corrections' terms). Pruned weights stay exactly 0, as with
 (checkpoints look the same).
 
 **Not bit-identical to optax.** Each operation is one IEEE float32 operation
-(built with ``-ffp-contract=off``, no fast math), so the kernel gives the same
-bits on every CPU, but XLA fuses some multiply-adds into FMAs, differently in
-each of its loops: values differ in the last bits from the first step (the
-first validation loss of a LeNet-300-100 run, in the 7th digit), and then as
-much as two runs of different float rounding do. A workdir records the key, so
-a run is never resumed with the other update (:mod:`lth_jax.workdir`).
+(built with ``-ffp-contract=off``, no fast math), so the vector instructions
+the compiler picks do not change a bit; XLA fuses some multiply-adds into FMAs,
+differently in each of its loops. So values differ from the default's in the
+last bits, and the difference grows over training as any change of float
+rounding does (the benchmark's ``fused_adam_cpu`` row says how far apart the
+same runs end). A workdir records the key: a run is never resumed with the
+other update (:mod:`lth_jax.workdir`).
 
 **Where it applies.** ``optimizer.name`` ``adam`` (or ``adamw``) with no
 ``l2``, ``weight_decay``, ``l1`` or ``max_norm``, in lottery and instability
@@ -52,13 +52,16 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import optax
 
 __all__ = [
@@ -110,9 +113,10 @@ def _cpu() -> str:
     return "\n".join(sorted(set(keep))) or f"{platform.machine()} {platform.processor()}"
 
 
-def _compiler() -> tuple[str, str]:
-    """``(path, version line)`` of ``$CXX`` (default ``c++``); raises when there is none."""
-    name = os.environ.get("CXX", "c++")
+def _compiler() -> tuple[list[str], str]:
+    """``(command, version line)`` of ``$CXX`` (default ``c++``; ``ccache g++`` works too)."""
+    words = shlex.split(os.environ.get("CXX", "c++")) or ["c++"]
+    name = words[0]
     path = shutil.which(name)
     if path is None:
         raise KernelBuildError(
@@ -120,8 +124,8 @@ def _compiler() -> tuple[str, str]:
             f"{name!r} was not found: install one (Debian/Ubuntu: apt install g++) or point CXX "
             "at one, or set optimizer.fused_adam_cpu=false"
         )
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
-    return path, (out.stdout.splitlines() or [""])[0]
+    out = subprocess.run([path, *words[1:], "--version"], capture_output=True, text=True)
+    return [path, *words[1:]], (out.stdout.splitlines() or [""])[0]
 
 
 def build(directory: str | os.PathLike | None = None) -> Path:
@@ -144,7 +148,7 @@ def build(directory: str | os.PathLike | None = None) -> Path:
     include = jax.ffi.include_dir()
     key = hashlib.sha256(
         b"\0".join(
-            [source, " ".join(_FLAGS).encode(), version.encode(), jax.__version__.encode()]
+            [source, " ".join(_FLAGS).encode(), version.encode(), jaxlib.__version__.encode()]
             + [_cpu().encode()]
         )
     ).hexdigest()[:20]
@@ -152,23 +156,35 @@ def build(directory: str | os.PathLike | None = None) -> Path:
     lib = out_dir / f"fused_adam-{key}.so"
     if lib.exists():
         return lib
-    out_dir.mkdir(parents=True, exist_ok=True)
     errors = []
     # -march=native: the CPU's vector instructions (without them GCC leaves the
     # loop's selects scalar on x86-64, slower than XLA); a compiler without it
-    # builds the portable code.
+    # builds the portable code, and says so.
     for arch in (["-march=native"], []):
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".building-", suffix=".so", dir=out_dir)
+        except OSError as e:
+            raise KernelBuildError(
+                f"optimizer.fused_adam_cpu: cannot write its kernel to {out_dir} ({e}); set "
+                "LTH_JAX_KERNEL_CACHE to a writable directory"
+            ) from e
         os.close(fd)
-        cmd = [cxx, *_FLAGS, *arch, f"-I{include}", str(_SOURCE), "-o", tmp]
+        cmd = [*cxx, *_FLAGS, *arch, f"-I{include}", str(_SOURCE), "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode == 0:
             os.replace(tmp, lib)
+            if not arch:
+                print(
+                    f"warning: {cxx[0]} refused -march=native; the fused Adam kernel is built "
+                    "for any CPU of this kind and may be slower than XLA's update",
+                    file=sys.stderr,
+                )
             return lib
         os.unlink(tmp)
         errors.append(f"$ {' '.join(cmd)}\n{done.stderr.strip()[-2000:]}")
     raise KernelBuildError(
-        f"optimizer.fused_adam_cpu: compiling its C++ kernel with {cxx} failed (its output "
+        f"optimizer.fused_adam_cpu: compiling its C++ kernel with {cxx[0]} failed (its output "
         "follows); set optimizer.fused_adam_cpu=false to train with optax's Adam",
         "\n".join(errors),
     )
@@ -181,12 +197,13 @@ def load() -> None:
     path = build()
     try:
         lib = ctypes.CDLL(str(path))
-    except OSError as e:
+        handler = lib.LthJaxMaskedAdam
+    except (OSError, AttributeError) as e:
         raise KernelBuildError(
             f"optimizer.fused_adam_cpu: cannot load its kernel {path} ({e}); delete it to "
             "rebuild, or set optimizer.fused_adam_cpu=false"
         ) from e
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.LthJaxMaskedAdam), platform="cpu")
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
     _loaded[TARGET] = lib
 
 

@@ -169,6 +169,7 @@ class Engine:
         self.fused_adam = bool(self.optimizer.get("fused_adam_cpu", False))
         if self.fused_adam:  # the config's Adam as one CPU kernel (lth_jax.fused_adam)
             fused_adam.prepare(self.optimizer, self.tx, dev.platform)
+        self._own_tx = self.tx is None  # built here from the config (for_dataset builds it again)
         if self.tx is None:
             self.tx = make_optimizer(self.optimizer)
         replicated = parallel.sharding(self.mesh, replicate=True)
@@ -304,7 +305,7 @@ class Engine:
         same array shapes (another random subset of the same size) needs no
         new compilation.
         """
-        other = dataclasses.replace(self, dataset=dataset)
+        other = dataclasses.replace(self, dataset=dataset, tx=None if self._own_tx else self.tx)
         same = jax.tree.map(np.shape, other.device_data) == jax.tree.map(np.shape, self.device_data)
         if same and other.n_train == self.n_train:
             other._chunk, other._init, other._new_runs = self._chunk, self._init, self._new_runs

@@ -14,7 +14,7 @@ import pytest
 from cli_runs import LTH_JAX, SMALL_RUN, cli_env
 from tiny import tiny_config
 
-from lth_jax import checks, fused_adam
+from lth_jax import checks, fused_adam, lottery
 from lth_jax import config as config_lib
 from lth_jax import masks as masks_lib
 from lth_jax.optim import make_optimizer, set_learning_rate
@@ -23,16 +23,25 @@ from lth_jax.train import Engine
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel_cache(tmp_path_factory):
-    """Builds into this module's own directory (the first test builds, the rest reuse it)."""
+    """Builds into this module's own directory (once; the tests reuse the build)."""
     path = str(tmp_path_factory.mktemp("kernels"))
     old = os.environ.get("LTH_JAX_KERNEL_CACHE")
     os.environ["LTH_JAX_KERNEL_CACHE"] = path
-    fused_adam.load()
     yield path
     if old is None:
         del os.environ["LTH_JAX_KERNEL_CACHE"]
     else:
         os.environ["LTH_JAX_KERNEL_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def kernel(kernel_cache):
+    """The kernel, built and registered; a machine without a C++ compiler skips its tests."""
+    try:
+        fused_adam.load()
+    except fused_adam.KernelBuildError as e:
+        pytest.skip(f"no kernel here: {e}")
+    return kernel_cache
 
 
 def _opt(**kw):
@@ -72,7 +81,7 @@ def _optax_step(tx, params, state, grads, lr):
     return optax.apply_updates(params, u), new
 
 
-def test_one_step_is_optax_adam_up_to_rounding():
+def test_one_step_is_optax_adam_up_to_rounding(kernel):
     tx, params, mask, state, grads = _problem()
     want_p, want_s = _optax_step(tx, params, state, grads, 0.01)
     got_p, got_s = jax.jit(fused_adam.update)(grads, state, params, 0.01, True)
@@ -88,14 +97,14 @@ def test_one_step_is_optax_adam_up_to_rounding():
     assert int(adam.count) == 2 and int(got_s.inner_state.count) == 2
 
 
-def test_a_step_not_ok_changes_nothing():
+def test_a_step_not_ok_changes_nothing(kernel):
     _, params, _, state, grads = _problem(1)
     got_p, got_s = jax.jit(fused_adam.update)(grads, state, params, 0.5, False)
     for got, want in zip(jax.tree.leaves((got_p, got_s)), jax.tree.leaves((params, state))):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-def test_many_steps_follow_optax_and_keep_pruned_weights_at_zero():
+def test_many_steps_follow_optax_and_keep_pruned_weights_at_zero(kernel):
     tx, params, mask, state, _ = _problem(2)
     gs = jax.random.normal(jax.random.PRNGKey(0), (200, 33, 17))
 
@@ -114,39 +123,65 @@ def test_many_steps_follow_optax_and_keep_pruned_weights_at_zero():
     assert (k[~np.asarray(mask["Dense_0"]["kernel"])] == 0).all()
 
 
-def test_engine_with_the_kernel_trains_as_optax_does_and_stops_on_a_bad_loss():
+def _toy():
     from lth_jax.data import Dataset
 
     r = np.random.default_rng(0)
     x = r.standard_normal((400, 8), dtype=np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
-    ds = Dataset(x, y, x[:100], y[:100], x[:100], y[:100], 2, "toy")
+    return Dataset(x, y, x[:100], y[:100], x[:100], y[:100], 2, "toy")
+
+
+def _fit(eng):
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    params, bs = eng.init(keys)
+    masks = jax.vmap(masks_lib.ones_like)(params)
+    return eng.fit(params, bs, masks, keys, keys)
+
+
+def _engine(lr, fused, ds=None):
     from lth_jax import models
 
     model = models.get("mlp", features=(16,))
+    opt = _opt(learning_rate=lr, fused_adam_cpu=fused)
+    eng = Engine(model, ds or _toy(), opt, steps=60, batch_size=20, eval_every=20, progress=False)
+    assert eng.fused_adam is fused
+    return eng
 
-    def fit(lr, fused):
-        eng = Engine(
-            model,
-            ds,
-            _opt(learning_rate=lr, fused_adam_cpu=fused),
-            steps=60,
-            batch_size=20,
-            eval_every=20,
-            progress=False,
-        )
-        assert eng.fused_adam is fused
-        keys = jax.random.split(jax.random.PRNGKey(0), 2)
-        params, bs = eng.init(keys)
-        masks = jax.vmap(masks_lib.ones_like)(params)
-        return eng.fit(params, bs, masks, keys, keys)
 
-    a, b = fit(0.01, False), fit(0.01, True)
+def test_engine_with_the_kernel_trains_as_optax_does_and_stops_where_optax_stops(kernel):
+    a, b = _fit(_engine(0.01, False)), _fit(_engine(0.01, True))
     np.testing.assert_allclose(b.curves.val_loss, a.curves.val_loss, rtol=1e-4)
     assert (a.fail_step == -1).all() and (b.fail_step == -1).all()
-    bad = fit(1e30, True)  # the loss overflows: the guard inside the kernel stops the run
+    # the loss overflows: the guard inside the kernel stops each run at optax's step
+    bad, bad_optax = _fit(_engine(1e30, True)), _fit(_engine(1e30, False))
     assert (bad.fail_step >= 0).all()
+    np.testing.assert_array_equal(bad.fail_step, bad_optax.fail_step)
     assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(bad.params))
+
+
+def test_engine_for_another_dataset_keeps_the_kernel(kernel):
+    eng = _engine(0.01, True)
+    other = eng.for_dataset(_toy())
+    assert other.fused_adam and other._chunk is eng._chunk
+    np.testing.assert_array_equal(_fit(other).curves.val_loss, _fit(eng).curves.val_loss)
+
+
+def test_gmp_on_two_devices_with_the_kernel_keeps_its_densities(kernel, tmp_path):
+    kw = {"arms": ("ticket", "gmp"), "imp.rounds": 1, "num_devices": 2, "gmp.every": 10}
+    records = {
+        fused: lottery.run(
+            tiny_config(**kw, **{"optimizer.fused_adam_cpu": fused}), str(tmp_path / str(fused))
+        )
+        for fused in (False, True)
+    }
+    got = {(r["round"], r["arm"], r["trial"]): r for r in records[True]}
+    want = {(r["round"], r["arm"], r["trial"]): r for r in records[False]}
+    assert got.keys() == want.keys() and (1, "gmp", 0) in got
+    for k, r in got.items():
+        assert r["status"] == "ok" and r["density"] == want[k]["density"]
+        assert abs(r["final_test_accuracy"] - want[k]["final_test_accuracy"]) < 0.05
+    assert got[1, "gmp", 0]["density"] < 0.9
 
 
 def test_config_refuses_what_the_kernel_does_not_run():
@@ -176,7 +211,7 @@ def test_engine_check_refuses_another_optimizer_and_other_backends():
     fused_adam.check(_opt(name="adamw"), None, "cpu")
 
 
-def test_build_says_how_to_get_a_compiler_and_reuses_its_build(tmp_path, monkeypatch):
+def test_build_says_how_to_get_a_compiler_and_reuses_its_build(tmp_path, monkeypatch, kernel):
     first = fused_adam.build(tmp_path)
     stamp = first.stat().st_mtime_ns
     assert fused_adam.build(tmp_path) == first and first.stat().st_mtime_ns == stamp
@@ -185,8 +220,8 @@ def test_build_says_how_to_get_a_compiler_and_reuses_its_build(tmp_path, monkeyp
         fused_adam.build(tmp_path / "other")
 
 
-def test_the_command_trains_with_it_and_a_rerun_without_it_is_refused(tmp_path, kernel_cache):
-    env = {**cli_env(str(tmp_path / "cache")), "LTH_JAX_KERNEL_CACHE": kernel_cache}
+def test_the_command_trains_with_it_and_a_rerun_without_it_is_refused(tmp_path, kernel):
+    env = {**cli_env(str(tmp_path / "cache")), "LTH_JAX_KERNEL_CACHE": kernel}
     cmd = [*LTH_JAX, "run", "--workdir", str(tmp_path / "w"), *SMALL_RUN]
     on = subprocess.run(
         [*cmd, "--config.optimizer.fused_adam_cpu=true"], env=env, capture_output=True, text=True
