@@ -29,9 +29,17 @@ the two bias corrections' terms). Pruned weights stay exactly 0, as with
 the compiler picks do not change a bit; XLA fuses some multiply-adds into FMAs,
 differently in each of its loops. So values differ from the default's in the
 last bits, and the difference grows over training as any change of float
-rounding does (the benchmark's ``fused_adam_cpu`` row says how far apart the
-same runs end). A workdir records the key: a run is never resumed with the
-other update (:mod:`lth_jax.workdir`).
+rounding does: a trial's final accuracy, early-stop step or error barrier can
+move by whole points, more so at high learning rates (the benchmark's
+``fused_adam_cpu`` row says how far apart the same runs end). Compare arms run
+with the same setting. A workdir records the key: a run is never resumed with
+the other update (:mod:`lth_jax.workdir`), and the report's config line names it.
+
+**When it pays.** It saves memory traffic of the update, so it gains most when
+the update is a large share of a step: many trials, wide layers, small batches
+(the README's performance table: 8 trials of LeNet-300-100 on 2 cores). On a
+small model the step is dominated by other work and it saves little, and the
+first run on a machine also compiles the kernel.
 
 **Where it applies.** ``optimizer.name`` ``adam`` (or ``adamw``) with no
 ``l2``, ``weight_decay``, ``l1`` or ``max_norm``, in lottery and instability
@@ -220,7 +228,10 @@ def problem(opt) -> str | None:
       'it runs plain Adam, and optimizer.weight_decay=0.0001 adds to it: set it to 0'
     """
     if opt.get("name") not in ("adam", "adamw"):
-        return f"it runs Adam, and optimizer.name is {opt.get('name')!r}"
+        return (
+            f"it runs Adam, and optimizer.name is {opt.get('name')!r}: set optimizer.name=adam, "
+            "or optimizer.fused_adam_cpu=false"
+        )
     for key in ("l2", "weight_decay", "l1", "max_norm"):
         if opt.get(key, 0.0):
             value = f"optimizer.{key}={opt.get(key):g}"
@@ -279,6 +290,9 @@ def update(grads, opt_state, params, lr, ok):
     for leaf in jax.tree.leaves(params):
         if leaf.dtype != jnp.float32:
             raise ValueError(f"optimizer.fused_adam_cpu needs float32 params, got {leaf.dtype}")
+    for leaf in jax.tree.leaves(opt_state.mask):
+        if leaf.dtype != jnp.bool_:
+            raise ValueError(f"fused_adam.update needs boolean masks, got {leaf.dtype}")
     inject = opt_state.inner_state
     adam = _adam_state(opt_state)
     count = optax.safe_increment(adam.count)

@@ -191,7 +191,8 @@ def test_config_refuses_what_the_kernel_does_not_run():
         return str(e.value)
 
     config_lib.validate(tiny_config(**{"optimizer.fused_adam_cpu": True}))
-    assert "optimizer.name is 'momentum'" in refused(**{"optimizer.name": "momentum"})
+    msg = refused(**{"optimizer.name": "momentum"})
+    assert "optimizer.name is 'momentum': set optimizer.name=adam, or" in msg
     msg = refused(**{"optimizer.weight_decay": 1e-4})
     assert "optimizer.weight_decay=0.0001 adds to it: set it to 0" in msg
     assert "optimizer.l1" in refused(**{"optimizer.l1": 1e-5})
@@ -227,7 +228,7 @@ def test_the_command_trains_with_it_and_a_rerun_without_it_is_refused(tmp_path, 
         [*cmd, "--config.optimizer.fused_adam_cpu=true"], env=env, capture_output=True, text=True
     )
     assert on.returncode == 0, on.stderr
-    assert (tmp_path / "w" / "report.md").exists()
+    assert "Adam: fused_adam_cpu" in (tmp_path / "w" / "report.md").read_text()
     off = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert off.returncode == 2
     assert "optimizer.fused_adam_cpu (True -> False)" in off.stderr
@@ -248,3 +249,20 @@ def test_the_command_trains_with_it_and_a_rerun_without_it_is_refused(tmp_path, 
     assert bad.returncode == 2, bad.stderr
     assert bad.stderr.startswith("lth-jax: error: optimizer.fused_adam_cpu builds a C++ kernel")
     assert not (tmp_path / "v" / "metrics.jsonl").exists()
+
+
+def test_the_report_config_line_names_it():
+    from lth_jax.report.lottery import config_summary
+
+    c = config_lib.default_config().to_dict()
+    c["optimizer"]["fused_adam_cpu"] = True
+    assert config_summary(c).endswith(" · Adam: fused_adam_cpu")
+    c["optimizer"]["fused_adam_cpu"] = False
+    assert "fused" not in config_summary(c)
+
+
+def test_update_refuses_float_masks(kernel):
+    _, params, mask, state, grads = _problem(3)
+    state = state._replace(mask=jax.tree.map(lambda m: m.astype(jnp.float32), mask))
+    with pytest.raises(ValueError, match="boolean masks"):
+        fused_adam.update(grads, state, params, 0.01, True)

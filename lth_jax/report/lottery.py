@@ -281,8 +281,8 @@ def config_summary(config: Mapping) -> str:
     list of ``[regex, rate]`` pairs) follow the prune rate, the scope and the
     rewinding are added when they are not the defaults (``layerwise``;
     ``weights`` to step 0), the early-stop metric when it is not
-    ``val_loss``, and the kind when it is not ``lottery``. Returns
-    ``""`` when nothing is found.
+    ``val_loss``, the kind when it is not ``lottery``, and
+    ``optimizer.fused_adam_cpu`` when on. Returns ``""`` when nothing is found.
     """
     parts = []
     kind = get(config, "kind", None)
@@ -308,6 +308,8 @@ def config_summary(config: Mapping) -> str:
     stop = get(config, "train.early_stop_metric", None)
     if stop not in (None, "val_loss"):
         parts.append(f"early stop: {stop}")
+    if get(config, "optimizer.fused_adam_cpu", None) is True:  # not bit-identical to optax
+        parts.append("Adam: fused_adam_cpu")
     return " · ".join(parts)
 
 
