@@ -270,9 +270,10 @@ def validate(c) -> None:
     for key in ("l2", "weight_decay", "l1", "max_norm"):
         check(checks.number, f"optimizer.{key}", 0, inf)
     if check(checks.boolean, "optimizer.fused_adam_cpu"):
-        problem = fused_adam.problem(c.optimizer)
-        if problem is not None:
-            raise ConfigError(f"optimizer.fused_adam_cpu=true cannot be used: {problem}")
+        try:
+            fused_adam.check(c.optimizer)
+        except fused_adam.Unusable as e:
+            raise ConfigError(str(e)) from None
 
     rounds = check(checks.integer, "imp.rounds", 0)
     rate = check(checks.number, "imp.prune_rate", 0, 1)

@@ -44,7 +44,7 @@ first run on a machine also compiles the kernel.
 **Where it applies.** ``optimizer.name`` ``adam`` (or ``adamw``) with no
 ``l2``, ``weight_decay``, ``l1`` or ``max_norm``, in lottery and instability
 runs, on the CPU backend, with float32 params; anything else is refused before
-training (:func:`problem`, :func:`check`).
+training (:func:`check`, raising :class:`Unusable`).
 
 **The build.** The kernel's source, ``fused_adam.cc``, ships with the package
 and is compiled once per machine by the C++ compiler ``$CXX`` (default
@@ -73,6 +73,7 @@ import jaxlib
 import optax
 
 __all__ = [
+    "Unusable",
     "KernelBuildError",
     "TARGET",
     "build",
@@ -91,6 +92,10 @@ _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-ma
 #: optax.adam's defaults, which the engine's Adam uses.
 B1, B2, EPS = 0.9, 0.999, 1e-8
 _loaded: dict[str, ctypes.CDLL] = {}
+
+
+class Unusable(ValueError):
+    """The kernel cannot run this optimizer, engine, backend or state (the message says why)."""
 
 
 class KernelBuildError(RuntimeError):
@@ -248,26 +253,27 @@ def prepare(optimizer, tx=None, platform_name: str | None = None) -> None:
     load()
 
 
-def check(optimizer, tx, platform_name: str) -> None:
-    """Raises ``ValueError`` unless the kernel can run this engine's update.
+def check(optimizer, tx=None, platform_name: str | None = None) -> None:
+    """Raises :class:`Unusable` unless the kernel can run this engine's update.
 
-    It needs the config's own optimizer (no ``tx`` given), the chain to be plain
-    Adam (:func:`problem`) and the CPU backend.
+    It needs the chain to be plain Adam (:func:`problem`), the config's own
+    optimizer (no ``tx`` given) and the CPU backend (``platform_name``; ``None``
+    checks the config alone, as :func:`lth_jax.config.validate` does).
     """
     why = problem(optimizer)
     if why is None and tx is not None:
         why = "it runs the config's own optimizer, and this engine was given another (tx)"
-    if why is None and platform_name != "cpu":
+    if why is None and platform_name not in (None, "cpu"):
         why = f"it is a CPU kernel, and this run's backend is {platform_name}"
     if why is not None:
-        raise ValueError(f"optimizer.fused_adam_cpu=true cannot be used: {why}")
+        raise Unusable(f"optimizer.fused_adam_cpu=true cannot be used: {why}")
 
 
 def _adam_state(opt_state):
     """The ``ScaleByAdamState`` in :func:`lth_jax.optim.make_optimizer`'s state layout."""
     adam = opt_state.inner_state.inner_state[0][0]
     if not isinstance(adam, optax.ScaleByAdamState):
-        raise ValueError(
+        raise Unusable(
             f"optimizer.fused_adam_cpu expects optax.adam's state, got {type(adam).__name__}"
         )
     return adam
@@ -289,10 +295,10 @@ def update(grads, opt_state, params, lr, ok):
     """
     for leaf in jax.tree.leaves(params):
         if leaf.dtype != jnp.float32:
-            raise ValueError(f"optimizer.fused_adam_cpu needs float32 params, got {leaf.dtype}")
+            raise Unusable(f"optimizer.fused_adam_cpu needs float32 params, got {leaf.dtype}")
     for leaf in jax.tree.leaves(opt_state.mask):
         if leaf.dtype != jnp.bool_:
-            raise ValueError(f"fused_adam.update needs boolean masks, got {leaf.dtype}")
+            raise Unusable(f"fused_adam.update needs boolean masks, got {leaf.dtype}")
     inject = opt_state.inner_state
     adam = _adam_state(opt_state)
     count = optax.safe_increment(adam.count)

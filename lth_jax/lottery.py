@@ -135,11 +135,6 @@ class Experiment:
             self.mesh = parallel.make_mesh(c.num_devices)
         except ValueError as e:
             raise config_lib.ConfigError(str(e)) from None
-        if c.optimizer.fused_adam_cpu:  # its errors first: the model check would take them
-            try:
-                fused_adam.prepare(c.optimizer, None, self.mesh.devices.flat[0].platform)
-            except (ValueError, fused_adam.KernelBuildError) as e:
-                raise config_lib.ConfigError(str(e), getattr(e, "detail", "")) from None
         try:  # the model is built on the data and one chunk of training is traced
             self.engine = Engine(
                 model=self.model,
@@ -155,6 +150,8 @@ class Experiment:
                 gmp_slots=gmp.slots(c),
             )
             self.engine.check()
+        except (fused_adam.Unusable, fused_adam.KernelBuildError) as e:  # the kernel's, as is
+            raise config_lib.ConfigError(str(e), getattr(e, "detail", "")) from None
         except Exception as e:  # noqa: BLE001 - a failure to trace: the model does not fit
             what = f"{c.dataset.name} (inputs {self.dataset.train_x.shape[1:]})"
             what += " with dataset.augment" if c.dataset.augment else ""

@@ -266,3 +266,13 @@ def test_update_refuses_float_masks(kernel):
     state = state._replace(mask=jax.tree.map(lambda m: m.astype(jnp.float32), mask))
     with pytest.raises(ValueError, match="boolean masks"):
         fused_adam.update(grads, state, params, 0.01, True)
+
+
+def test_a_refusal_while_the_engine_is_traced_keeps_its_own_message(kernel, monkeypatch):
+    def refuse(*args):
+        raise fused_adam.Unusable("optimizer.fused_adam_cpu needs float32 params, got float16")
+
+    monkeypatch.setattr(fused_adam, "update", refuse)
+    with pytest.raises(checks.ConfigError) as e:
+        lottery.Experiment(tiny_config(**{"optimizer.fused_adam_cpu": True}))
+    assert str(e.value) == "optimizer.fused_adam_cpu needs float32 params, got float16"

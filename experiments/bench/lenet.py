@@ -334,11 +334,12 @@ def lenet(s, roof, compiles):
     res["engine_many"] = {**many, "K": s.many}
     res["engine_many_sgd_unmasked"] = {**sgd_many.result(), "K": s.many}
     if fused_many is not None:
+        fused = fused_many.result()
         res["engine_many_fused"] = {
-            **fused_many.result(),
+            **fused,
             "K": s.many,
-            "mfu": mfu(fused_many.result()["median"]),
-            "ratio_to_optax": fused_many.result()["median"] / many["median"],
+            "mfu": mfu(fused["median"]),
+            "ratio_to_optax": fused["median"] / many["median"],
             **_fused_difference(eng_all, eng_fused, s.many),
         }
         del eng_fused
